@@ -1,0 +1,39 @@
+# pconv-jax: `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+
+# Python 3.12 where it exists (pyenv or on PATH), else python3 (>= 3.11).
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+PY312 := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.12.*/bin/python3.12) \
+           $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null))
+PYTHON ?= $(if $(PY312),$(PY312),python3)
+
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test lint bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, $(PYTHON) is " + sys.version)'
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(VPY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+test: install
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks experiments
+
+bench: install
+	$(VPY) -m benchmarks.bench
+
+demo: install
+	$(VPY) experiments/forward_demo.py --out demo_out
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
