@@ -54,19 +54,34 @@ CASES = [
 ]
 
 
+# Shapes that send the feature convolution down each of ops' exact formulations:
+# (batch, height, width, Cin, Cout) -> conv method.
+SIZES = {
+    "direct": (2, 10, 9, 3, 4),
+    "im2col": (1, 9, 8, 5, 6),
+    "xla": (2, 26, 24, 5, 6),
+}
+
+
+@pytest.mark.parametrize("method", list(SIZES))
 @pytest.mark.parametrize("kernel_hw,strides,dilation,padding,mask_kind,density,use_bias", CASES)
 def test_partial_conv_matches_numpy_loop(kernel_hw, strides, dilation, padding, mask_kind,
-                                         density, use_bias):
+                                         density, use_bias, method):
     """y and new_mask equal the paper's formula evaluated window by window."""
     rng = np.random.default_rng(hash((kernel_hw, strides, dilation, str(padding))) % 2**32)
-    x, mask, kernel, bias = _random_case(rng, k=kernel_hw, mask_kind=mask_kind, density=density)
+    n, h, w, cin, cout = SIZES[method]
+    x, mask, kernel, bias = _random_case(rng, n=n, h=h, w=w, cin=cin, cout=cout, k=kernel_hw,
+                                         mask_kind=mask_kind, density=density)
     bias = bias if use_bias else None
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    if method != "xla" or strides == 1:  # strided cases shrink the output into im2col's range
+        assert ops.conv_method(x.shape, kernel.shape, pair(strides),
+                               ops.normalize_padding(padding), pair(dilation)) == method
     y, new_mask = ops.partial_conv(
         jnp.asarray(x), None if mask is None else jnp.asarray(mask), jnp.asarray(kernel),
         None if bias is None else jnp.asarray(bias),
         strides=strides, padding=padding, dilation=dilation,
     )
-    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
     y_ref, m_ref = reference.partial_conv_loop(x, mask, kernel, bias, pair(strides), padding,
                                                pair(dilation))
     assert y.shape == y_ref.shape and new_mask.shape == m_ref.shape
@@ -225,3 +240,52 @@ def test_bad_strides_are_rejected():
         with pytest.raises(ValueError, match="strides"):
             ops.partial_conv(jnp.zeros((1, 8, 8, 1)), None, jnp.zeros((3, 3, 1, 1)),
                              strides=strides)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv_upsampled_equals_conv_of_upsampled_input(k):
+    """The phase-decomposed low-resolution form equals convolving the nearest-upsampled input."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    kernel = rng.normal(size=(k, k, 3, 4)).astype(np.float32)
+    up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    pad = (k - 1) // 2
+    expected = reference.plain_conv_valid(np.pad(up, ((0, 0), (pad, pad), (pad, pad), (0, 0))),
+                                          kernel)
+    y = ops.conv_upsampled(jnp.asarray(x), jnp.asarray(kernel))
+    _assert_close(y, expected, np.abs(expected).max())
+
+
+@pytest.mark.parametrize("k,min_pixels", [(3, 0), (5, 0), (3, 10**6)])
+def test_upsample_concat_form_equals_paper_decoder_layer(k, min_pixels):
+    """Decoder layer: upsample features and mask, concat the skip, per-channel-mask pconv.
+
+    min_pixels=0 takes the low-resolution phase form, 10**6 the full-size concatenation.
+    """
+    rng = np.random.default_rng(8)
+    xl = rng.normal(size=(2, 4, 5, 6)).astype(np.float32)
+    ml = (rng.random((2, 4, 5, 1)) < 0.1).astype(np.float32)
+    xs = rng.normal(size=(2, 8, 10, 3)).astype(np.float32)
+    ms = (rng.random((2, 8, 10, 1)) < 0.05).astype(np.float32)
+    kernel = rng.normal(size=(k, k, 9, 5)).astype(np.float32)
+    bias = rng.normal(size=(5,)).astype(np.float32)
+    y, m = ops.partial_conv_upsample_concat((jnp.asarray(xl), jnp.asarray(ml)),
+                                            (jnp.asarray(xs), jnp.asarray(ms)),
+                                            jnp.asarray(kernel), jnp.asarray(bias),
+                                            low_res_min_pixels=min_pixels)
+    up = lambda a: np.repeat(np.repeat(a, 2, axis=1), 2, axis=2)  # noqa: E731
+    feats = np.concatenate([up(xl), xs], axis=3)
+    per_channel = np.concatenate([np.repeat(up(ml), 6, 3), np.repeat(ms, 3, 3)], axis=3)
+    y_ref, m_ref = reference.partial_conv_loop(feats, per_channel, kernel, bias, (1, 1),
+                                               (k - 1) // 2)
+    _assert_close(y, y_ref, np.abs(y_ref).max())
+    np.testing.assert_array_equal(np.asarray(m), m_ref)
+    assert 0 < m_ref.mean() < 1  # holes survive somewhere: the empty-window path is exercised
+
+
+def test_upsample_concat_rejects_mismatched_sizes():
+    """A skip that is not twice the low-resolution size is refused, naming both shapes."""
+    with pytest.raises(ValueError, match="twice the spatial size"):
+        ops.partial_conv_upsample_concat((jnp.zeros((1, 4, 4, 2)), jnp.ones((1, 4, 4, 1))),
+                                         (jnp.zeros((1, 6, 8, 1)), jnp.ones((1, 6, 8, 1))),
+                                         jnp.zeros((3, 3, 3, 2)))

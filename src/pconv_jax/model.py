@@ -4,21 +4,21 @@ Encoder: `depth` partial convolutions of stride 2 (ReLU, BatchNorm from the seco
 Decoder: `depth` steps of nearest x2 upsampling of features *and* mask, concatenation with the
 matching encoder output and its mask (finally the input image and input mask), a 3x3 partial
 convolution, BatchNorm and LeakyReLU(0.2); the last layer has a bias and no activation.
-Masks stay (N,H,W,1): a concatenation of parts with different masks is exact through
-`ops.partial_conv_concat`.
+Masks stay (N,H,W,1): the concatenation of parts with different masks is exact through
+`ops.partial_conv_upsample_concat`, which also convolves the upsampled part at low resolution.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pconv_jax.ops import partial_conv, partial_conv_concat
+from pconv_jax.ops import partial_conv, partial_conv_upsample_concat
 
 Array = jax.Array
 
@@ -129,26 +129,26 @@ class PConvBlock(nnx.Module):
         self.dtype = jnp.dtype(config.dtype)
         self.frozen_bn = False  # fine-tuning: BatchNorm uses and keeps its running statistics
 
-    def __call__(self, parts: Sequence[tuple[Array, Array]]) -> tuple[Array, Array]:
-        """Applies the block to the channel concat of parts [(x: (N,H,W,C_i), m: (N,H,W,1))]."""
-        parts = [(x.astype(self.dtype), m) for x, m in parts]
+    def __call__(
+        self, x: Array, mask: Array, skip: tuple[Array, Array] | None = None
+    ) -> tuple[Array, Array]:
+        """Encoder: block(x, mask). Decoder: block(x, mask, (skip_x, skip_mask)).
+
+        The decoder form upsamples x: (N,h,w,C) and mask x2 (nearest), concatenates the skip
+        (N,2h,2w,C_skip) and its mask, and convolves; masks are (.., 1) throughout.
+        """
         kernel = self.kernel[...].astype(self.dtype)
         bias = None if self.bias is None else self.bias[...]
-        kwargs = dict(strides=self.stride, padding=self.padding, eps=self.eps)
-        if len(parts) == 1:
-            y, mask = partial_conv(*parts[0], kernel, bias, **kwargs)
+        x = x.astype(self.dtype)
+        if skip is None:
+            y, mask = partial_conv(x, mask, kernel, bias, strides=self.stride,
+                                   padding=self.padding, eps=self.eps)
         else:
-            y, mask = partial_conv_concat(parts, kernel, bias, **kwargs)
+            skip = (skip[0].astype(self.dtype), skip[1])
+            y, mask = partial_conv_upsample_concat((x, mask), skip, kernel, bias, eps=self.eps)
         if self.bn is not None:
             y = self.bn(y, use_running_average=True if self.frozen_bn else None)
         return _activation(self.activation, self.slope)(y), mask
-
-
-def upsample_nearest(x: Array) -> Array:
-    """Nearest-neighbour x2 upsampling: (N,H,W,C) -> (N,2H,2W,C); keeps masks binary."""
-    n, h, w, c = x.shape
-    x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
-    return x.reshape(n, 2 * h, 2 * w, c)
 
 
 def _nearest_valid_sizes(size: int, multiple: int) -> str:
@@ -211,13 +211,11 @@ class PConvUNet(nnx.Module):
         skips = [(image, mask)]  # level k holds (N, H/2^k, W/2^k, C_k)
         x, m = image, mask
         for block in self.encoder:
-            x, m = block([(x, m)])
+            x, m = block(x, m)  # (N, h/2, w/2, C_i)
             skips.append((x, m))
         skips.pop()  # the bottleneck is not a skip
         for block in self.decoder:
-            skip_x, skip_m = skips.pop()
-            x, m = upsample_nearest(x), upsample_nearest(m)  # (N, 2h, 2w, C)
-            x, m = block([(x, m), (skip_x, skip_m)])  # concat -> (N, 2h, 2w, C + C_skip)
+            x, m = block(x, m, skips.pop())  # upsample, concat skip -> (N, 2h, 2w, C_out)
         return x.astype(jnp.float32), m
 
     def freeze_encoder_batchnorm(self, frozen: bool = True) -> None:

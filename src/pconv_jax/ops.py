@@ -17,8 +17,9 @@ whatever the feature dtype and carry no gradient.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
@@ -74,12 +75,82 @@ def normalize_padding(padding: Padding) -> str | tuple[tuple[int, int], tuple[in
     )
 
 
+# XLA's CPU convolution is slow at the extremes of the UNet's shapes; two exact rewrites:
+# - few kernel channel pairs (Cin*Cout, e.g. the one-channel mask sums): shifted
+#   multiply-adds (3x3, 1->1 at 512x512: ~1 ms instead of ~9 ms);
+# - few output pixels (the deep levels, 512-1024 channels at <= 16x16): im2col and one matrix
+#   product (16x16x1024 -> 512: ~16 ms instead of ~34 ms).
+_DIRECT_CONV_MAX_CHANNEL_PAIRS = 16
+_IM2COL_MAX_OUTPUT_ROWS = 256
+
+
+def conv_method(x_shape, kernel_shape, strides, padding, dilation) -> str:
+    """Which exact formulation `_conv` uses for these shapes: 'direct', 'im2col' or 'xla'."""
+    cin, cout = kernel_shape[2:]
+    if cin * cout <= _DIRECT_CONV_MAX_CHANNEL_PAIRS:
+        return "direct"
+    ho, wo = _output_size(x_shape, kernel_shape, strides, padding, dilation)
+    if x_shape[0] * ho * wo <= _IM2COL_MAX_OUTPUT_ROWS:
+        return "im2col"
+    return "xla"
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _conv(x: Array, kernel: Array, strides, padding, dilation) -> Array:
-    """Plain NHWC/HWIO convolution without bias."""
+    """Plain NHWC/HWIO convolution without bias (strides/dilation pairs, lax padding)."""
+    kh, kw, cin, cout = kernel.shape
+    method = conv_method(x.shape, kernel.shape, strides, padding, dilation)
+    if method == "direct":
+        out = 0
+        for (i, j), window in _windows(x, kernel.shape, strides, padding, dilation):
+            for c in range(cin):  # window: (N,Ho,Wo,Cin)
+                out = out + window[..., c:c + 1] * kernel[i, j, c]
+        return out
+    if method == "im2col":
+        windows = _windows(x, kernel.shape, strides, padding, dilation)
+        cols = jnp.concatenate([w for _, w in windows], axis=3)  # (N,Ho,Wo,kh*kw*Cin)
+        return jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(kh * kw * cin, cout))
     return lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
         dimension_numbers=_DIMENSION_NUMBERS,
     )
+
+
+def _explicit_padding(x_shape, kernel_shape, strides, padding, dilation):
+    """Padding as ((top, bottom), (left, right)), resolving 'SAME'/'VALID' as lax does."""
+    if isinstance(padding, str):
+        kh, kw = kernel_shape[:2]
+        window = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+        return tuple(lax.padtype_to_pads(x_shape[1:3], window, strides, padding))
+    return padding
+
+
+def _output_size(x_shape, kernel_shape, strides, padding, dilation) -> tuple[int, int]:
+    """(Ho, Wo) of the convolution."""
+    (pt, pb), (pl, pr) = _explicit_padding(x_shape, kernel_shape, strides, padding, dilation)
+    kh, kw = kernel_shape[:2]
+    ho = (x_shape[1] + pt + pb - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    wo = (x_shape[2] + pl + pr - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    return ho, wo
+
+
+def _windows(x, kernel_shape, strides, padding, dilation):
+    """[((i, j), x_ij: (N,Ho,Wo,Cin))]: the input each kernel tap (i, j) multiplies."""
+    (pt, pb), (pl, pr) = _explicit_padding(x.shape, kernel_shape, strides, padding, dilation)
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho, wo = _output_size(x.shape, kernel_shape, strides, padding, dilation)
+    n, cin = x.shape[0], x.shape[3]
+    windows = []
+    for i in range(kernel_shape[0]):
+        for j in range(kernel_shape[1]):
+            top, left = i * dilation[0], j * dilation[1]
+            window = lax.slice(
+                xp, (0, top, left, 0),
+                (n, top + (ho - 1) * strides[0] + 1, left + (wo - 1) * strides[1] + 1, cin),
+                (1, strides[0], strides[1], 1),
+            )
+            windows.append(((i, j), window))
+    return windows
 
 
 def window_ratio(
@@ -137,6 +208,17 @@ def _check_mask(x: Array, mask: Array, allow_multichannel: bool) -> None:
         )
 
 
+def _finish(
+    raw: Array, ratio: Array, new_mask: Array, bias: Array | None, out_dtype: Any, batch: int
+) -> tuple[Array, Array]:
+    """y = (conv(X*M, W) * ratio + b) * update, from the raw convolution; mask to batch size."""
+    y = raw * ratio.astype(raw.dtype)  # ratio already holds the update mask as a factor
+    if bias is not None:
+        y = (y + bias.astype(y.dtype)) * new_mask.astype(y.dtype)
+    new_mask = jnp.broadcast_to(new_mask, (batch, *new_mask.shape[1:]))
+    return y.astype(out_dtype), new_mask
+
+
 def _masked_conv_output(
     x_masked: Array,
     valid_count: Array,
@@ -156,13 +238,8 @@ def _masked_conv_output(
         strides=strides, padding=padding, dilation=dilation, eps=eps,
     )
     out_dtype = jnp.result_type(x_masked.dtype, kernel.dtype)
-    y = _conv(x_masked, kernel.astype(x_masked.dtype), strides, padding, dilation)
-    y = y * ratio.astype(y.dtype)  # ratio already holds the update mask as a factor
-    if bias is not None:
-        y = (y + bias.astype(y.dtype)) * new_mask.astype(y.dtype)
-    batch = x_masked.shape[0]
-    new_mask = jnp.broadcast_to(new_mask, (batch, *new_mask.shape[1:]))
-    return y.astype(out_dtype), new_mask
+    raw = _conv(x_masked, kernel.astype(x_masked.dtype), strides, padding, dilation)
+    return _finish(raw, ratio, new_mask, bias, out_dtype, x_masked.shape[0])
 
 
 def partial_conv(
@@ -249,3 +326,100 @@ def partial_conv_concat(
         x_masked, valid_count, kh * kw * sum(channels), kernel, bias, strides, padding,
         dilation, eps,
     )
+
+
+def upsample_nearest(x: Array) -> Array:
+    """Nearest-neighbour x2 upsampling: (N,H,W,C) -> (N,2H,2W,C); keeps masks binary."""
+    n, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+    return x.reshape(n, 2 * h, 2 * w, c)
+
+
+def _phase_taps(k: int, phase: int) -> list[tuple[int, list[int]]]:
+    """For one output phase of a k-tap conv over a x2 nearest upsampling: the low-resolution
+    offsets it reads and, for each, the kernel taps that land on it."""
+    r = (k - 1) // 2
+    groups: dict[int, list[int]] = {}
+    for tap in range(k):
+        groups.setdefault((phase + tap - r) // 2, []).append(tap)
+    return sorted(groups.items())
+
+
+def conv_upsampled(x: Array, kernel: Array) -> Array:
+    """conv(upsample_nearest(x), kernel) with stride 1 and (k-1)//2 padding, at low resolution.
+
+    x: (N,h,w,C), kernel: (k,k,C,O) with k odd. Each of the four output phases is a small
+    convolution of x with kernel taps summed where they read the same low-resolution pixel
+    (2x2 for k=3: 16 instead of 36 multiply-adds per pixel and channel pair).
+    Returns (N,2h,2w,O).
+    """
+    k = kernel.shape[0]
+    if kernel.shape[1] != k or k % 2 == 0:
+        raise ValueError(f"conv_upsampled needs a square odd kernel, got {tuple(kernel.shape)}")
+    n, h, w, _ = x.shape
+    phases = []
+    for py in (0, 1):
+        rows = _phase_taps(k, py)
+        for px in (0, 1):
+            cols = _phase_taps(k, px)
+            taps = jnp.stack([
+                jnp.stack([kernel[jnp.asarray(ti)][:, jnp.asarray(tj)].sum((0, 1))
+                           for _, tj in cols])
+                for _, ti in rows
+            ])  # (len(rows), len(cols), C, O)
+            pad = ((-rows[0][0], rows[-1][0]), (-cols[0][0], cols[-1][0]))
+            phases.append(_conv(x, taps, (1, 1), pad, (1, 1)))  # (N,h,w,O)
+    y = jnp.stack(phases, axis=0).reshape(2, 2, n, h, w, -1)  # (py, px, N, h, w, O)
+    y = y.transpose(2, 3, 0, 4, 1, 5)  # (N, h, py, w, px, O)
+    return y.reshape(n, 2 * h, 2 * w, -1)
+
+
+def partial_conv_upsample_concat(
+    low: tuple[Array, Array],
+    skip: tuple[Array, Array],
+    kernel: Array,
+    bias: Array | None = None,
+    *,
+    eps: float = 1e-8,
+    low_res_min_pixels: int = 256,
+) -> tuple[Array, Array]:
+    """The UNet decoder's partial conv: concat(upsample(low), skip), stride 1, (k-1)//2 padding.
+
+    low: (x: (N,h,w,C_up), mask: (N,h,w,1)); skip: (x: (N,2h,2w,C_skip), mask: (N,2h,2w,1)).
+    Equal to `partial_conv_concat([(upsample_nearest(x), upsample_nearest(m)), skip], ...)`,
+    with the upsampled part's convolution computed at low resolution (`conv_upsampled`) when
+    the low-resolution map has at least `low_res_min_pixels` pixels (below that XLA's CPU
+    convolution runs the small phase convolutions slower than one convolution at full size).
+    Returns y: (N,2h,2w,Cout) and new_mask: (N,2h,2w,1).
+    """
+    (x_low, m_low), (x_skip, m_skip) = low, skip
+    for name, (x, m) in (("low", low), ("skip", skip)):
+        if x.ndim != 4:
+            raise ValueError(f"{name} features must be (N,H,W,C), got shape {tuple(x.shape)}")
+        _check_mask(x, m, allow_multichannel=False)
+    if x_skip.shape[1:3] != (2 * x_low.shape[1], 2 * x_low.shape[2]):
+        raise ValueError(
+            f"skip features {tuple(x_skip.shape)} must be twice the spatial size of "
+            f"low features {tuple(x_low.shape)}"
+        )
+    c_up, c_skip = x_low.shape[3], x_skip.shape[3]
+    _check_kernel(x_skip, kernel, bias, c_up + c_skip)
+    k = kernel.shape[0]
+    pad = (k - 1) // 2
+    valid_count = (c_up * upsample_nearest(m_low.astype(jnp.float32))
+                   + c_skip * m_skip.astype(jnp.float32))  # (N,2h,2w,1)
+    ratio, new_mask = window_ratio(valid_count, k * k * (c_up + c_skip), (k, k), padding=pad,
+                                   eps=eps)
+    dtype = x_skip.dtype
+    kernel_c = kernel.astype(dtype)
+    padding = ((pad, pad), (pad, pad))
+    low_masked = x_low.astype(dtype) * m_low.astype(dtype)  # (N,h,w,C_up)
+    skip_masked = x_skip * m_skip.astype(dtype)  # (N,2h,2w,C_skip)
+    if x_low.shape[1] * x_low.shape[2] >= low_res_min_pixels:
+        raw = conv_upsampled(low_masked, kernel_c[:, :, :c_up])
+        raw = raw + _conv(skip_masked, kernel_c[:, :, c_up:], (1, 1), padding, (1, 1))
+    else:
+        x_cat = jnp.concatenate([upsample_nearest(low_masked), skip_masked], axis=3)
+        raw = _conv(x_cat, kernel_c, (1, 1), padding, (1, 1))
+    out_dtype = jnp.result_type(dtype, kernel.dtype)
+    return _finish(raw, ratio, new_mask, bias, out_dtype, x_skip.shape[0])

@@ -1,0 +1,180 @@
+"""`make bench`: partial convolution against plain convolution, and the PConv UNet forward.
+
+    .venv/bin/python -m benchmarks.bench [--quick] [--out benchmarks/results/NAME.json]
+
+Times are medians of repeated jitted calls after warm-up; FLOPs come from XLA's cost analysis
+of the compiled function (the analytic 2*MACs where XLA reports none). Results print as a
+Markdown table and are written as JSON with the machine, versions and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+from pconv_jax.model import PConvUNet, UNetConfig
+from pconv_jax.ops import partial_conv
+
+
+def median_seconds(fn: Callable, *args, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of `fn(*args)` (blocked until ready) after `warmup` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compiled_stats(fn: Callable, *args) -> dict:
+    """FLOPs and memory of the compiled `fn` as XLA reports them."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    stats = {"flops": float(cost.get("flops", 0.0)) if cost else 0.0}
+    try:
+        mem = compiled.memory_analysis()
+        stats["peak_bytes"] = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                                  + mem.output_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend reports memory
+        stats["peak_bytes"] = None
+    return stats
+
+
+# Layer shapes of the paper network at 512 px (batch 1): name, input (H, W, Cin), k, stride, Cout.
+LAYERS = [
+    ("PConv2 (enc)", (256, 256, 64), 5, 2, 128),
+    ("PConv4 (enc)", (64, 64, 256), 3, 2, 512),
+    ("PConv6 (enc)", (16, 16, 512), 3, 2, 512),
+    ("PConv13 (dec)", (64, 64, 768), 3, 1, 256),
+    ("PConv15 (dec)", (256, 256, 192), 3, 1, 64),
+]
+QUICK_LAYERS = [LAYERS[1], LAYERS[2], ("PConv14 (dec, 256px net)", (64, 64, 384), 3, 1, 128)]
+
+
+def bench_layer(name, in_shape, k, stride, cout, repeats) -> list[dict]:
+    """partial_conv (one-channel mask) vs conv + bias of the same shape, fwd and fwd+bwd."""
+    h, w, cin = in_shape
+    keys = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(keys[0], (1, h, w, cin))
+    mask = (jax.random.uniform(keys[1], (1, h, w, 1)) > 0.3).astype(jnp.float32)
+    kernel = jax.random.normal(keys[2], (k, k, cin, cout)) * 0.05
+    bias = jnp.zeros((cout,))
+    pad = (k - 1) // 2
+
+    def pconv(x, kernel):
+        return partial_conv(x, mask, kernel, bias, strides=stride, padding=pad)[0]
+
+    def plain(x, kernel):
+        y = lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias
+
+    def fwd_bwd(f):
+        def loss(x, kernel):
+            return jnp.sum(f(x, kernel) ** 2)
+        return jax.grad(loss, argnums=(0, 1))
+
+    rows = []
+    for mode, make in (("fwd", lambda f: f), ("fwd+bwd", fwd_bwd)):
+        result = {}
+        for impl, f in (("partial_conv", pconv), ("plain_conv", plain)):
+            fn = make(f)
+            stats = compiled_stats(fn, x, kernel)
+            seconds = median_seconds(jax.jit(fn), x, kernel, repeats=repeats)
+            result[impl] = {"seconds": seconds, **stats}
+        rows.append({
+            "layer": name, "mode": mode, "shape": [1, h, w, cin], "kernel": [k, k, cin, cout],
+            "stride": stride, **{f"{i}_s": r["seconds"] for i, r in result.items()},
+            "flops": result["plain_conv"]["flops"],
+            "gflops_per_s": result["partial_conv"]["flops"] / result["partial_conv"]["seconds"]
+            / 1e9,
+            "ratio": result["partial_conv"]["seconds"] / result["plain_conv"]["seconds"],
+        })
+    return rows
+
+
+def bench_unet(config: UNetConfig, batch: int, repeats: int) -> dict:
+    """Eval-mode forward of the UNet at its nominal size."""
+    model = PConvUNet(config, rngs=nnx.Rngs(0))
+    model.eval()
+    graphdef, state = nnx.split(model)
+    size = config.image_size
+    image = jax.random.uniform(jax.random.key(1), (batch, size, size, 3), minval=-1, maxval=1)
+    mask = jnp.ones((batch, size, size, 1)).at[:, size // 4: size // 2, size // 3:].set(0)
+
+    def forward(state, image, mask):
+        return nnx.merge(graphdef, state)(image, mask)[0]
+
+    stats = compiled_stats(forward, state, image, mask)
+    seconds = median_seconds(jax.jit(forward), state, image, mask, repeats=repeats)
+    return {
+        "net": f"UNet depth {config.depth} @ {size}px", "batch": batch,
+        "seconds_per_batch": seconds, "images_per_s": batch / seconds, "flops": stats["flops"],
+        "gflops_per_s": stats["flops"] / seconds / 1e9, "peak_bytes": stats["peak_bytes"],
+    }
+
+
+def machine() -> dict:
+    """Where the numbers come from."""
+    device = jax.devices()[0]
+    return {
+        "date": datetime.date.today().isoformat(), "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "device_count": jax.device_count(), "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="pconv-jax benchmarks")
+    parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results/latest.json")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 7)
+
+    layers = QUICK_LAYERS if args.quick else LAYERS
+    op_rows = [row for spec in layers for row in bench_layer(*spec, repeats=repeats)]
+    print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in op_rows:
+        print(f"| {r['layer']} | {r['mode']} | {r['partial_conv_s'] * 1e3:.1f} | "
+              f"{r['plain_conv_s'] * 1e3:.1f} | {r['ratio']:.3f} | {r['flops'] / 1e9:.2f} | "
+              f"{r['gflops_per_s']:.0f} |")
+
+    configs = [UNetConfig.paper_256()] if args.quick else [UNetConfig.paper_256(),
+                                                           UNetConfig.paper()]
+    net_rows = [bench_unet(cfg, batch=1, repeats=repeats) for cfg in configs]
+    print("\n| network (eval forward) | batch | s/batch | images/s | GFLOP | GFLOP/s | "
+          "XLA peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in net_rows:
+        peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
+        print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
+              f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
+              f"{peak} |")
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine(), "repeats": repeats, "ops": op_rows, "unet": net_rows},
+                  f, indent=1)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
