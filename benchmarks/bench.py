@@ -128,6 +128,19 @@ def bench_unet(config: UNetConfig, batch: int, repeats: int) -> dict:
     }
 
 
+def ceiling(repeats: int) -> dict:
+    """The device's measured float32 ceiling: a large matrix product and a large convolution."""
+    a = jax.random.normal(jax.random.key(0), (4096, 4096))
+    matmul_s = median_seconds(jax.jit(jnp.matmul), a, a, repeats=repeats)
+    x = jax.random.normal(jax.random.key(1), (1, 64, 64, 768))
+    w = jax.random.normal(jax.random.key(2), (3, 3, 768, 256))
+    conv = jax.jit(lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    conv_s = median_seconds(conv, x, w, repeats=repeats)
+    return {"matmul_gflops_per_s": 2 * 4096**3 / matmul_s / 1e9,
+            "conv_gflops_per_s": 2 * 64 * 64 * 9 * 768 * 256 / conv_s / 1e9}
+
+
 def machine() -> dict:
     """Where the numbers come from."""
     device = jax.devices()[0]
@@ -148,6 +161,9 @@ def main() -> None:
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
 
+    peak = ceiling(repeats)
+    print(f"ceiling: matmul 4096^3 {peak['matmul_gflops_per_s']:.0f} GFLOP/s, "
+          f"conv 3x3 64x64x768->256 {peak['conv_gflops_per_s']:.0f} GFLOP/s")
     layers = QUICK_LAYERS if args.quick else LAYERS
     op_rows = [row for spec in layers for row in bench_layer(*spec, repeats=repeats)]
     print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
@@ -171,7 +187,8 @@ def main() -> None:
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": machine(), "repeats": repeats, "ops": op_rows, "unet": net_rows},
+        json.dump({"machine": machine(), "repeats": repeats, "ceiling": peak, "ops": op_rows,
+                   "unet": net_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 
