@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from pconv_jax import losses, vgg
 from pconv_jax.model import PConvUNet, UNetConfig
 from pconv_jax.ops import partial_conv
 
@@ -128,6 +129,43 @@ def bench_unet(config: UNetConfig, batch: int, repeats: int) -> dict:
     }
 
 
+def bench_loss(size: int, batch: int, repeats: int) -> dict:
+    """loss_terms with VGG16Features against three plain VGG forwards (its forward floor).
+
+    fwd+bwd: the gradient of the weighted total w.r.t. the output, against three VGG
+    forwards plus one input-gradient pass through VGG for the 2N images [I_out; I_comp].
+    """
+    features = vgg.VGG16Features(vgg.random_weights(0))
+    graphdef, state = nnx.split(features)
+    keys = jax.random.split(jax.random.key(0), 2)
+    output = jax.random.uniform(keys[0], (batch, size, size, 3), minval=-1, maxval=1)
+    target = jax.random.uniform(keys[1], (batch, size, size, 3), minval=-1, maxval=1)
+    mask = jnp.ones((batch, size, size, 1)).at[:, size // 4: size // 2, size // 3:].set(0)
+
+    def loss(state, output):
+        terms = losses.loss_terms(output, target, mask, nnx.merge(graphdef, state))
+        return losses.total_loss(terms)
+
+    def three_vgg(state, output):
+        f = nnx.merge(graphdef, state)
+        return [f(output), f(target), f(jnp.flip(output, 1))]
+
+    def vgg_floor_bwd(state, output):
+        f = nnx.merge(graphdef, state)
+        pair = jnp.concatenate([output, jnp.flip(output, 1)], axis=0)
+        grad = jax.grad(lambda x: sum(jnp.sum(p) for p in f(x)))(pair)
+        return grad, f(target)
+
+    result = {"size": size, "batch": batch}
+    for name, fn in (("loss_fwd", loss), ("vgg3_fwd", three_vgg),
+                     ("loss_fwd_bwd", jax.grad(loss, argnums=1)), ("vgg3_fwd_bwd", vgg_floor_bwd)):
+        result[f"{name}_s"] = median_seconds(jax.jit(fn), state, output, repeats=repeats)
+        result[f"{name}_flops"] = compiled_stats(fn, state, output)["flops"]
+    result["fwd_ratio"] = result["loss_fwd_s"] / result["vgg3_fwd_s"]
+    result["fwd_bwd_ratio"] = result["loss_fwd_bwd_s"] / result["vgg3_fwd_bwd_s"]
+    return result
+
+
 def ceiling(repeats: int) -> dict:
     """The device's measured float32 ceiling: a large matrix product and a large convolution."""
     a = jax.random.normal(jax.random.key(0), (4096, 4096))
@@ -185,10 +223,21 @@ def main() -> None:
               f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
               f"{peak} |")
 
+    loss_rows = [bench_loss(size, batch=1, repeats=repeats)
+                 for size in ((256,) if args.quick else (256, 512))]
+    print("\n| loss (VGG16 pool1-3, batch 1) | loss fwd ms | 3 VGG fwd ms | ratio | "
+          "loss fwd+bwd ms | floor fwd+bwd ms | ratio | loss GFLOP fwd |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in loss_rows:
+        print(f"| {r['size']}px | {r['loss_fwd_s'] * 1e3:.1f} | {r['vgg3_fwd_s'] * 1e3:.1f} | "
+              f"{r['fwd_ratio']:.3f} | {r['loss_fwd_bwd_s'] * 1e3:.1f} | "
+              f"{r['vgg3_fwd_bwd_s'] * 1e3:.1f} | {r['fwd_bwd_ratio']:.3f} | "
+              f"{r['loss_fwd_flops'] / 1e9:.1f} |")
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": peak, "ops": op_rows,
-                   "unet": net_rows},
+                   "unet": net_rows, "loss": loss_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 

@@ -129,3 +129,71 @@ def pconv_unet(image, mask, layers, eps_bn=1e-5, slope=0.2):
         if j < depth - 1:
             x = np.where(x > 0, x, slope * x)
     return x, m
+
+
+# --- VGG-16 features and the loss (DESIGN.md §1) -------------------------------------------
+
+def vgg16_pools(images, weights):
+    """pool1..3 of VGG-16 from torchvision-layout weights (OIHW), images (N,H,W,3) in [-1, 1]."""
+    x = (np.asarray(images, np.float64) + 1) / 2
+    x = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    pools = []
+    for index, pool in ((0, False), (2, True), (5, False), (7, True), (10, False), (12, False),
+                        (14, True)):
+        w = np.asarray(weights[f"features.{index}.weight"], np.float64)  # (O, I, 3, 3)
+        b = np.asarray(weights[f"features.{index}.bias"], np.float64)
+        xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        windows = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2))
+        x = np.maximum(np.einsum("nhwcij,ocij->nhwo", windows, w) + b, 0)
+        if pool:
+            n, h, w_, c = x.shape
+            x = x[:, : h // 2 * 2, : w_ // 2 * 2].reshape(n, h // 2, 2, w_ // 2, 2, c).max((2, 4))
+            pools.append(x)
+    return pools
+
+
+def gram(f):
+    """Per-image Gram matrices F^T F / (C H W) of (N,H,W,C) features, (N,C,C)."""
+    n, h, w, c = f.shape
+    out = np.zeros((n, c, c))
+    for b in range(n):
+        flat = f[b].reshape(h * w, c)
+        out[b] = flat.T @ flat / (c * h * w)
+    return out
+
+
+def tv_pairs_loss(comp, mask):
+    """TV over horizontal/vertical pairs with both pixels in the 3x3 dilation of the holes."""
+    from scipy import ndimage
+
+    comp = np.asarray(comp, np.float64)
+    n, h, w, _ = comp.shape
+    total = 0.0
+    for b in range(n):
+        region = ndimage.binary_dilation(mask[b, :, :, 0] == 0, structure=np.ones((3, 3)))
+        for i in range(h):
+            for j in range(w):
+                if j + 1 < w and region[i, j] and region[i, j + 1]:
+                    total += np.abs(comp[b, i, j] - comp[b, i, j + 1]).sum()
+                if i + 1 < h and region[i, j] and region[i + 1, j]:
+                    total += np.abs(comp[b, i, j] - comp[b, i + 1, j]).sum()
+    return total / comp.size
+
+
+def loss_terms(output, target, mask, features):
+    """The six terms from their formulas; `features` maps images to a list of maps."""
+    out, gt = np.asarray(output, np.float64), np.asarray(target, np.float64)
+    m = np.asarray(mask, np.float64)
+    comp = m * gt + (1 - m) * out
+    f_out, f_comp, f_gt = features(out), features(comp), features(gt)
+    return {
+        "valid": np.mean(np.abs(m * (out - gt))),
+        "hole": np.mean(np.abs((1 - m) * (out - gt))),
+        "perceptual": sum(np.mean(np.abs(a - g)) + np.mean(np.abs(c - g))
+                          for a, c, g in zip(f_out, f_comp, f_gt, strict=True)),
+        "style_out": sum(np.mean(np.abs(gram(a) - gram(g))) for a, g in zip(f_out, f_gt,
+                                                                            strict=True)),
+        "style_comp": sum(np.mean(np.abs(gram(c) - gram(g))) for c, g in zip(f_comp, f_gt,
+                                                                             strict=True)),
+        "tv": tv_pairs_loss(comp, m),
+    }

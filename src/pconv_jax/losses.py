@@ -1,0 +1,129 @@
+"""The paper's loss (DESIGN.md §1): six pure terms and their weighted sum.
+
+Images are (N,H,W,3) in [-1, 1]; mask (N,H,W,1) with 1 = valid, 0 = hole. All L1 norms are
+means over every element. With I_comp = M * I_gt + (1 - M) * I_out and Psi_p the VGG-16
+activations at pool1..3:
+
+    valid      = mean|M (I_out - I_gt)|                 hole = mean|(1 - M)(I_out - I_gt)|
+    perceptual = sum_p mean|Psi_p(I_out) - Psi_p(I_gt)| + sum_p mean|Psi_p(I_comp) - Psi_p(I_gt)|
+    style_out  = sum_p mean|G_p(I_out) - G_p(I_gt)|,  G_p = Psi_p^T Psi_p / (C_p H_p W_p)
+    style_comp = the same with I_comp
+    tv         = sum over adjacent pixel pairs inside P (the hole region dilated by one pixel)
+                 of |I_comp(a) - I_comp(b)|, divided by the number of elements of I_comp
+    total      = valid + 6 hole + 0.05 perceptual + 120 (style_out + style_comp) + 0.1 tv
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Features = Callable[[Array], Sequence[Array]]
+TERMS: tuple[str, ...] = ("valid", "hole", "perceptual", "style_out", "style_comp", "tv")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the six terms; the defaults are the paper's."""
+
+    valid: float = 1.0
+    hole: float = 6.0
+    perceptual: float = 0.05
+    style_out: float = 120.0
+    style_comp: float = 120.0
+    tv: float = 0.1
+
+    def as_dict(self) -> dict[str, float]:
+        """{term: weight} in the order of TERMS."""
+        return {name: float(getattr(self, name)) for name in TERMS}
+
+
+def composite(output: Array, target: Array, mask: Array) -> Array:
+    """I_comp: the ground truth where valid, the prediction in the holes."""
+    return mask * target + (1 - mask) * output
+
+
+def valid_loss(output: Array, target: Array, mask: Array) -> Array:
+    """mean|M (I_out - I_gt)| over all N*H*W*C elements."""
+    return jnp.mean(jnp.abs(mask * (output - target)))
+
+
+def hole_loss(output: Array, target: Array, mask: Array) -> Array:
+    """mean|(1 - M)(I_out - I_gt)| over all N*H*W*C elements."""
+    return jnp.mean(jnp.abs((1 - mask) * (output - target)))
+
+
+def gram_matrix(features: Array) -> Array:
+    """(N,H,W,C) -> (N,C,C) Gram matrices normalised by C*H*W."""
+    n, h, w, c = features.shape
+    flat = features.reshape(n, h * w, c)
+    return jnp.einsum("npc,npd->ncd", flat, flat) / (c * h * w)
+
+
+def perceptual_loss(
+    feats_out: Sequence[Array], feats_comp: Sequence[Array], feats_gt: Sequence[Array]
+) -> Array:
+    """sum_p mean|Psi_p(out) - Psi_p(gt)| + sum_p mean|Psi_p(comp) - Psi_p(gt)|."""
+    return sum(
+        jnp.mean(jnp.abs(fo - fg)) + jnp.mean(jnp.abs(fc - fg))
+        for fo, fc, fg in zip(feats_out, feats_comp, feats_gt, strict=True)
+    )
+
+
+def style_loss(feats: Sequence[Array], feats_gt: Sequence[Array]) -> Array:
+    """sum_p mean|G_p(I) - G_p(I_gt)| with the mean over the batch and the C_p^2 entries."""
+    return sum(
+        jnp.mean(jnp.abs(gram_matrix(f) - gram_matrix(g)))
+        for f, g in zip(feats, feats_gt, strict=True)
+    )
+
+
+def tv_loss(comp: Array, mask: Array) -> Array:
+    """Total variation of I_comp over pixel pairs inside the one-pixel dilation of the holes."""
+    hole = 1 - mask  # (N,H,W,1)
+    region = lax.reduce_window(hole, 0.0, lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")  # P
+    pair_h = region[:, :, 1:] * region[:, :, :-1]  # both pixels of a horizontal pair in P
+    pair_v = region[:, 1:] * region[:, :-1]
+    total = (jnp.sum(pair_h * jnp.abs(comp[:, :, 1:] - comp[:, :, :-1]))
+             + jnp.sum(pair_v * jnp.abs(comp[:, 1:] - comp[:, :-1])))
+    return total / comp.size
+
+
+def loss_terms(output: Array, target: Array, mask: Array, features: Features) -> dict[str, Array]:
+    """The six terms for output, target (N,H,W,3) in [-1,1], mask (N,H,W,1); `features` maps
+    an image batch to its activation maps (VGG16Features in training)."""
+    if output.shape != target.shape or output.ndim != 4:
+        raise ValueError(
+            f"output {tuple(output.shape)} and target {tuple(target.shape)} must be equal (N,H,W,C)"
+        )
+    if mask.shape != (*output.shape[:3], 1):
+        raise ValueError(f"mask must be {(*output.shape[:3], 1)}, got {tuple(mask.shape)}")
+    mask = mask.astype(output.dtype)
+    comp = composite(output, target, mask)
+    n = output.shape[0]
+    both = features(jnp.concatenate([output, comp], axis=0))  # one VGG pass on [I_out; I_comp]
+    feats_out = [f[:n] for f in both]
+    feats_comp = [f[n:] for f in both]
+    feats_gt = [lax.stop_gradient(f) for f in features(lax.stop_gradient(target))]
+    return {
+        "valid": valid_loss(output, target, mask),
+        "hole": hole_loss(output, target, mask),
+        "perceptual": perceptual_loss(feats_out, feats_comp, feats_gt),
+        "style_out": style_loss(feats_out, feats_gt),
+        "style_comp": style_loss(feats_comp, feats_gt),
+        "tv": tv_loss(comp, mask),
+    }
+
+
+def total_loss(terms: Mapping[str, Array], weights: LossWeights = LossWeights()) -> Array:
+    """sum_k weight_k * term_k; a term whose weight is 0 is left out entirely."""
+    missing = [name for name in TERMS if name not in terms]
+    if missing:
+        raise KeyError(f"loss terms missing: {missing}")
+    parts = [w * terms[name] for name, w in weights.as_dict().items() if w != 0]
+    return sum(parts) if parts else jnp.zeros(())

@@ -1,0 +1,212 @@
+"""VGG-16 features for the perceptual and style losses, with weights read from a local file.
+
+`VGG16Features` holds the first seven 3x3 convolutions of VGG-16 (torchvision's
+`features[:17]`) and returns the activations after pool1, pool2 and pool3. Its weights are
+constants of the loss: they live in `VGGWeight` variables (not `nnx.Param`), so no optimizer
+built with `wrt=nnx.Param` holds them, and the forward pass stops their gradient.
+
+Weights come from a file the user supplies, in torchvision's key layout
+(`features.{0,2,5,7,10,12,14}.{weight,bias}`, kernels OIHW): `.safetensors`, `.npz`, or
+torchvision's `.pth` when torch is installed (read with `weights_only=True`). Nothing is
+downloaded. Convert once with
+`python -m pconv_jax.vgg convert vgg16-397923af.pth vgg16.safetensors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+Array = jax.Array
+
+# (torchvision index in `features`, in channels, out channels); a 2x2 max-pool follows the
+# layers marked True, and its output is one of the returned activations.
+LAYERS: tuple[tuple[int, int, int, bool], ...] = (
+    (0, 3, 64, False), (2, 64, 64, True),
+    (5, 64, 128, False), (7, 128, 128, True),
+    (10, 128, 256, False), (12, 256, 256, False), (14, 256, 256, True),
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SUPPORTED_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt")
+
+
+class VGGWeight(nnx.Variable):
+    """A frozen VGG weight: not an `nnx.Param`, so optimizers over Params never see it."""
+
+
+def expected_shapes() -> dict[str, tuple[int, ...]]:
+    """The torchvision keys this module reads and their shapes (kernels OIHW)."""
+    shapes = {}
+    for index, cin, cout, _ in LAYERS:
+        shapes[f"features.{index}.weight"] = (cout, cin, 3, 3)
+        shapes[f"features.{index}.bias"] = (cout,)
+    return shapes
+
+
+class VGG16Features(nnx.Module):
+    """VGG-16 up to pool3: `features(images) -> (pool1, pool2, pool3)`, images in [-1, 1]."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        kernels, biases = [], []
+        for index, _, _, _ in LAYERS:
+            oihw = np.asarray(weights[f"features.{index}.weight"], np.float32)
+            kernels.append(VGGWeight(jnp.asarray(oihw.transpose(2, 3, 1, 0))))  # HWIO
+            biases.append(VGGWeight(jnp.asarray(weights[f"features.{index}.bias"], jnp.float32)))
+        self.kernels = nnx.List(kernels)
+        self.biases = nnx.List(biases)
+
+    def __call__(self, images: Array) -> tuple[Array, Array, Array]:
+        """images (N,H,W,3) in [-1,1] -> pool1 (N,H/2,W/2,64), pool2 (/4, 128), pool3 (/8, 256)."""
+        mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
+        std = jnp.asarray(IMAGENET_STD, images.dtype)
+        x = ((images + 1) / 2 - mean) / std  # ImageNet normalisation of [0, 1] pixels
+        pools = []
+        for (_, _, _, pool), kernel, bias in zip(LAYERS, self.kernels, self.biases, strict=True):
+            kernel = lax.stop_gradient(kernel[...]).astype(x.dtype)
+            x = lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            x = jax.nn.relu(x + lax.stop_gradient(bias[...]).astype(x.dtype))
+            if pool:  # 2x2 max-pool, stride 2, floor (torch's default)
+                x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+                pools.append(x)
+        return tuple(pools)
+
+
+class WeightFileError(ValueError):
+    """A VGG weight file that cannot be used, with the reason."""
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a weight file (.safetensors, .npz, .pth/.pt) into a dict of NumPy arrays."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VGG-16 weight file not found: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return dict(load_file(path))
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    if suffix in (".pth", ".pt"):
+        try:
+            import torch
+        except ImportError:
+            raise WeightFileError(
+                f"{path} is a PyTorch file and torch is not installed: install torch, or "
+                "convert the file on a machine that has it with "
+                "`python -m pconv_jax.vgg convert IN.pth OUT.safetensors`"
+            ) from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, Mapping) and "state_dict" in state:
+            state = state["state_dict"]
+        return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    raise WeightFileError(
+        f"unsupported VGG-16 weight file {path!r}: expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+    )
+
+
+def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights") -> None:
+    """Raises WeightFileError naming the key when a needed tensor is missing or misshapen."""
+    for key, shape in expected_shapes().items():
+        if key not in weights:
+            raise WeightFileError(
+                f"{source}: missing key {key!r} (torchvision VGG-16 layout expected, "
+                f"keys features.{{0,2,5,7,10,12,14}}.{{weight,bias}})"
+            )
+        actual = tuple(np.shape(weights[key]))
+        if actual != shape:
+            raise WeightFileError(
+                f"{source}: {key!r} has shape {actual}, expected {shape} (OIHW kernels)"
+            )
+
+
+def load_vgg16(path: str | os.PathLike) -> VGG16Features:
+    """VGG16Features with ImageNet weights from a local file in torchvision's key layout."""
+    weights = read_weights(path)
+    check_weights(weights, os.fspath(path))
+    return VGG16Features(weights)
+
+
+def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """He-normal random weights in torchvision layout, for tests and smoke runs."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for key, shape in expected_shapes().items():
+        if key.endswith("weight"):
+            fan_in = shape[1] * shape[2] * shape[3]
+            weights[key] = (rng.normal(size=shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        else:
+            weights[key] = (rng.normal(size=shape) * 0.01).astype(np.float32)
+    return weights
+
+
+def random_vgg16(seed: int = 0) -> VGG16Features:
+    """VGG16Features with random weights; warns that perceptual and style terms mean nothing."""
+    warnings.warn(
+        "VGG-16 with RANDOM weights: the perceptual and style loss terms are meaningless. "
+        "Pass an ImageNet VGG-16 file (vgg.weights) for real training.",
+        stacklevel=2,
+    )
+    return VGG16Features(random_weights(seed))
+
+
+def convert(src: str, dst: str) -> list[str]:
+    """Writes the tensors VGG16Features needs from `src` into the .safetensors file `dst`."""
+    if not dst.endswith(".safetensors"):
+        raise WeightFileError(f"the converted file must end in .safetensors, got {dst!r}")
+    from safetensors.numpy import save_file
+
+    weights = read_weights(src)
+    check_weights(weights, src)
+    needed = {k: np.ascontiguousarray(weights[k], np.float32) for k in expected_shapes()}
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    save_file(needed, dst)
+    return sorted(needed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pconv_jax.vgg convert IN OUT.safetensors` and `... random OUT`."""
+    parser = argparse.ArgumentParser(prog="python -m pconv_jax.vgg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="keep the VGG-16 tensors of a weight file")
+    conv.add_argument("src", help=".pth/.pt (needs torch), .npz or .safetensors")
+    conv.add_argument("dst", help="output .safetensors")
+    rand = sub.add_parser("random", help="write random weights (tests, smoke runs only)")
+    rand.add_argument("dst", help="output .safetensors or .npz")
+    rand.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "convert":
+            keys = convert(args.src, args.dst)
+            print(f"wrote {len(keys)} tensors to {args.dst}")
+        else:
+            weights = random_weights(args.seed)
+            if args.dst.endswith(".npz"):
+                np.savez(args.dst, **weights)
+            elif args.dst.endswith(".safetensors"):
+                from safetensors.numpy import save_file
+
+                save_file(weights, args.dst)
+            else:
+                raise WeightFileError(f"output must end in .npz or .safetensors: {args.dst!r}")
+            print(f"wrote RANDOM VGG-16 weights to {args.dst} (not for real training)")
+    except (OSError, WeightFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
