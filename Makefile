@@ -33,7 +33,7 @@ bench: install
 	$(VPY) -m benchmarks.bench
 
 demo: install
-	$(VPY) experiments/forward_demo.py --out demo_out
+	$(VPY) -m pconv_jax.train --config experiments/configs/demo.py --workdir runs/demo
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache

@@ -166,6 +166,49 @@ def bench_loss(size: int, batch: int, repeats: int) -> dict:
     return result
 
 
+def bench_train_step(config: UNetConfig, batch: int, repeats: int,
+                     compute_dtype: str = "float32") -> dict:
+    """One jitted training step (UNet fwd+bwd, full loss with VGG16 features, Adam)."""
+    from pconv_jax import train
+
+    cfg = train.default_config()
+    cfg.data.image_size = config.image_size
+    cfg.train.compute_dtype = compute_dtype
+    for key in ("depth", "encoder_widths", "encoder_kernels"):
+        cfg.model[key] = getattr(config, key)
+    model = PConvUNet(train.unet_config(cfg), rngs=nnx.Rngs(0))
+    model.train()
+    optimizer = nnx.Optimizer(model, train.optimizer_transform(cfg), wrt=nnx.Param)
+    features = vgg.VGG16Features(vgg.random_weights(0))
+    graphdef, state = nnx.split((model, optimizer))
+    vgg_graphdef, vgg_state = nnx.split(features)
+    step = train.make_train_step(graphdef, vgg_graphdef, losses.LossWeights(),
+                                 train.learning_rate(cfg))
+    size = config.image_size
+    image = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
+    mask = jnp.ones((batch, size, size, 1)).at[:, size // 4: size // 2, size // 3:].set(0)
+    stats = compiled_stats(step, state, vgg_state, image, mask)
+    jitted = jax.jit(step, donate_argnums=0)
+
+    def run(state):
+        return jitted(state, vgg_state, image, mask)[0]
+
+    for _ in range(2):
+        state = jax.block_until_ready(run(state))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = jax.block_until_ready(run(state))
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "net": f"UNet depth {config.depth} @ {size}px + loss", "batch": batch,
+        "compute_dtype": compute_dtype, "seconds_per_step": seconds,
+        "images_per_s": batch / seconds, "flops": stats["flops"],
+        "gflops_per_s": stats["flops"] / seconds / 1e9, "peak_bytes": stats["peak_bytes"],
+    }
+
+
 def ceiling(repeats: int) -> dict:
     """The device's measured float32 ceiling: a large matrix product and a large convolution."""
     a = jax.random.normal(jax.random.key(0), (4096, 4096))
@@ -196,48 +239,64 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
+    parser.add_argument("--only", choices=["train"], default=None,
+                        help="run one section only")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
 
-    peak = ceiling(repeats)
-    print(f"ceiling: matmul 4096^3 {peak['matmul_gflops_per_s']:.0f} GFLOP/s, "
-          f"conv 3x3 64x64x768->256 {peak['conv_gflops_per_s']:.0f} GFLOP/s")
-    layers = QUICK_LAYERS if args.quick else LAYERS
-    op_rows = [row for spec in layers for row in bench_layer(*spec, repeats=repeats)]
-    print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in op_rows:
-        print(f"| {r['layer']} | {r['mode']} | {r['partial_conv_s'] * 1e3:.1f} | "
-              f"{r['plain_conv_s'] * 1e3:.1f} | {r['ratio']:.3f} | {r['flops'] / 1e9:.2f} | "
-              f"{r['gflops_per_s']:.0f} |")
+    peak, op_rows, net_rows, loss_rows = {}, [], [], []
+    if args.only is None:
+        peak = ceiling(repeats)
+        print(f"ceiling: matmul 4096^3 {peak['matmul_gflops_per_s']:.0f} GFLOP/s, "
+              f"conv 3x3 64x64x768->256 {peak['conv_gflops_per_s']:.0f} GFLOP/s")
+        layers = QUICK_LAYERS if args.quick else LAYERS
+        op_rows = [row for spec in layers for row in bench_layer(*spec, repeats=repeats)]
+        print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
+        print("|---|---|---|---|---|---|---|")
+        for r in op_rows:
+            print(f"| {r['layer']} | {r['mode']} | {r['partial_conv_s'] * 1e3:.1f} | "
+                  f"{r['plain_conv_s'] * 1e3:.1f} | {r['ratio']:.3f} | {r['flops'] / 1e9:.2f} | "
+                  f"{r['gflops_per_s']:.0f} |")
 
-    configs = [UNetConfig.paper_256()] if args.quick else [UNetConfig.paper_256(),
-                                                           UNetConfig.paper()]
-    net_rows = [bench_unet(cfg, batch=1, repeats=repeats) for cfg in configs]
-    print("\n| network (eval forward) | batch | s/batch | images/s | GFLOP | GFLOP/s | "
-          "XLA peak MB |")
+        configs = [UNetConfig.paper_256()] if args.quick else [UNetConfig.paper_256(),
+                                                               UNetConfig.paper()]
+        net_rows = [bench_unet(cfg, batch=1, repeats=repeats) for cfg in configs]
+        print("\n| network (eval forward) | batch | s/batch | images/s | GFLOP | GFLOP/s | "
+              "XLA peak MB |")
+        print("|---|---|---|---|---|---|---|")
+        for r in net_rows:
+            peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
+            print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
+                  f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
+                  f"{peak} |")
+
+        loss_rows = [bench_loss(size, batch=1, repeats=repeats)
+                     for size in ((256,) if args.quick else (256, 512))]
+        print("\n| loss (VGG16 pool1-3, batch 1) | loss fwd ms | 3 VGG fwd ms | ratio | "
+              "loss fwd+bwd ms | floor fwd+bwd ms | ratio | loss GFLOP fwd |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in loss_rows:
+            print(f"| {r['size']}px | {r['loss_fwd_s'] * 1e3:.1f} | {r['vgg3_fwd_s'] * 1e3:.1f} | "
+                  f"{r['fwd_ratio']:.3f} | {r['loss_fwd_bwd_s'] * 1e3:.1f} | "
+                  f"{r['vgg3_fwd_bwd_s'] * 1e3:.1f} | {r['fwd_bwd_ratio']:.3f} | "
+                  f"{r['loss_fwd_flops'] / 1e9:.1f} |")
+
+    train_rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
+    if not args.quick:
+        train_rows.append(bench_train_step(UNetConfig.paper(), batch=1, repeats=3))
+    print("\n| training step (paper net, full loss) | batch | s/step | images/s | GFLOP/step | "
+          "GFLOP/s | XLA peak MB |")
     print("|---|---|---|---|---|---|---|")
-    for r in net_rows:
+    for r in train_rows:
         peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
-        print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
-              f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
-              f"{peak} |")
-
-    loss_rows = [bench_loss(size, batch=1, repeats=repeats)
-                 for size in ((256,) if args.quick else (256, 512))]
-    print("\n| loss (VGG16 pool1-3, batch 1) | loss fwd ms | 3 VGG fwd ms | ratio | "
-          "loss fwd+bwd ms | floor fwd+bwd ms | ratio | loss GFLOP fwd |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in loss_rows:
-        print(f"| {r['size']}px | {r['loss_fwd_s'] * 1e3:.1f} | {r['vgg3_fwd_s'] * 1e3:.1f} | "
-              f"{r['fwd_ratio']:.3f} | {r['loss_fwd_bwd_s'] * 1e3:.1f} | "
-              f"{r['vgg3_fwd_bwd_s'] * 1e3:.1f} | {r['fwd_bwd_ratio']:.3f} | "
-              f"{r['loss_fwd_flops'] / 1e9:.1f} |")
+        print(f"| {r['net']} ({r['compute_dtype']}) | {r['batch']} | "
+              f"{r['seconds_per_step']:.3f} | {r['images_per_s']:.3f} | {r['flops'] / 1e9:.1f} | "
+              f"{r['gflops_per_s']:.0f} | {peak} |")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": peak, "ops": op_rows,
-                   "unet": net_rows, "loss": loss_rows},
+                   "unet": net_rows, "loss": loss_rows, "train": train_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 

@@ -1,9 +1,18 @@
-"""Irregular hole masks: seeded random strokes, ellipses and circles (1 = valid, 0 = hole).
+"""Hole masks (1 = valid, 0 = hole): generation, mask files, augmentation, hole-ratio buckets.
 
 Masks are NumPy (H,W) float32 arrays holding only 0 and 1; nothing here knows the model.
+Resizing is nearest-neighbour only, so masks stay binary.
+
+    python -m pconv_jax.masks make-eval-set --out DIR --per-bucket N --size S --seed K
 """
 
 from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,22 +30,32 @@ def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _window(hole: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """The part of `hole` inside the box [lo, hi] and that part's pixel coordinates."""
+    h, w = hole.shape
+    top, left = max(int(np.floor(lo[0])), 0), max(int(np.floor(lo[1])), 0)
+    bottom, right = min(int(np.ceil(hi[0])) + 1, h), min(int(np.ceil(hi[1])) + 1, w)
+    yy, xx = np.mgrid[top:bottom, left:right]
+    return hole[top:bottom, left:right], yy, xx
+
+
 def _stroke(hole: np.ndarray, rng: np.random.Generator) -> None:
     """Marks a random polyline of 2-6 segments with a random width as hole."""
     h, w = hole.shape
     scale = min(h, w)
-    width = rng.uniform(0.02, 0.08) * scale
+    radius = rng.uniform(0.01, 0.04) * scale + 0.5
     point = rng.uniform((0, 0), (h, w))
-    yy, xx = np.mgrid[0:h, 0:w]
     for _ in range(rng.integers(2, 7)):
         angle = rng.uniform(0, 2 * np.pi)
         length = rng.uniform(0.08, 0.35) * scale
         end = np.clip(point + length * np.array([np.sin(angle), np.cos(angle)]), 0, (h - 1, w - 1))
+        view, yy, xx = _window(hole, np.minimum(point, end) - radius,
+                               np.maximum(point, end) + radius)
         seg = end - point
         denom = max(float(seg @ seg), 1e-9)
         t = np.clip(((yy - point[0]) * seg[0] + (xx - point[1]) * seg[1]) / denom, 0, 1)
         dist2 = (yy - point[0] - t * seg[0]) ** 2 + (xx - point[1] - t * seg[1]) ** 2
-        hole |= dist2 <= (width / 2) ** 2
+        view |= dist2 <= radius**2
         point = end
 
 
@@ -44,14 +63,15 @@ def _ellipse(hole: np.ndarray, rng: np.random.Generator, circle: bool) -> None:
     """Marks a random (rotated) ellipse or circle as hole."""
     h, w = hole.shape
     scale = min(h, w)
-    cy, cx = rng.uniform((0, 0), (h, w))
+    centre = rng.uniform((0, 0), (h, w))
     a = rng.uniform(0.03, 0.15) * scale
     b = a if circle else rng.uniform(0.03, 0.15) * scale
     theta = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:h, 0:w]
-    u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
-    v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
-    hole |= (u / a) ** 2 + (v / b) ** 2 <= 1
+    reach = max(a, b)
+    view, yy, xx = _window(hole, centre - reach, centre + reach)
+    u = (xx - centre[1]) * np.cos(theta) + (yy - centre[0]) * np.sin(theta)
+    v = -(xx - centre[1]) * np.sin(theta) + (yy - centre[0]) * np.cos(theta)
+    view |= (u / a) ** 2 + (v / b) ** 2 <= 1
 
 
 def irregular_mask(
@@ -83,3 +103,164 @@ def irregular_mask(
 def hole_ratio(mask: np.ndarray) -> float:
     """Fraction of hole pixels (mask == 0) of an (H,W) or (H,W,1) mask."""
     return float(np.mean(np.asarray(mask) == 0))
+
+
+def bucket_of(mask: np.ndarray) -> tuple[float, float] | None:
+    """The paper's hole-ratio bucket (lo, hi] holding this mask, or None outside (0.01, 0.6]."""
+    ratio = hole_ratio(mask)
+    for lo, hi in BUCKETS:
+        if lo < ratio <= hi:
+            return lo, hi
+    return None
+
+
+def bucket_name(bucket: tuple[float, float]) -> str:
+    """'(0.1,0.2]' for (0.1, 0.2)."""
+    return f"({bucket[0]:g},{bucket[1]:g}]"
+
+
+def touches_border(mask: np.ndarray) -> bool:
+    """True when a hole pixel lies on the image border."""
+    m = np.asarray(mask)
+    m = m[..., 0] if m.ndim == 3 else m
+    edges = np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]])
+    return bool(np.any(edges == 0))
+
+
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (H,W) mask to size (H', W'); values stay as they are."""
+    h, w = mask.shape[:2]
+    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
+    return mask[rows][:, cols]
+
+
+def load_mask_image(path: str, *, hole_is_white: bool = True, threshold: float = 0.5) -> np.ndarray:
+    """Reads a mask image as (H,W) float32 with 1 = valid; bright pixels are holes by default.
+
+    NVIDIA's irregular mask set draws holes in white, as most inpainting tools do; pass
+    hole_is_white=False for files where white marks the valid region.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("L"), np.float32) / 255.0
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read mask image {path}: {err}") from None
+    bright = grey > threshold
+    return (~bright if hole_is_white else bright).astype(np.float32)
+
+
+def augment(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The paper's mask augmentation: random dilation, rotation and crop, to (size, size)."""
+    from scipy import ndimage
+
+    hole = mask == 0
+    if rng.random() < 0.5:
+        hole = ndimage.binary_dilation(hole, iterations=int(rng.integers(1, 4)))
+    angle = rng.uniform(0, 360)
+    hole = ndimage.rotate(hole.astype(np.uint8), angle, reshape=False, order=0, mode="constant",
+                          cval=0).astype(bool)
+    h, w = hole.shape
+    side = int(min(h, w) * rng.uniform(0.6, 1.0))
+    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = hole[top:top + side, left:left + side]
+    return (~resize_nearest(crop, (size, size))).astype(np.float32)
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files (png, jpg, jpeg, webp, bmp) below `folder`, recursively, sorted."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"not a folder: {folder}")
+    suffixes = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+    found = []
+    for root, _, files in os.walk(folder):
+        found.extend(os.path.join(root, f) for f in files if f.lower().endswith(suffixes))
+    return sorted(found)
+
+
+class MaskSource:
+    """Masks for training: irregular random masks, or files from a folder with augmentation."""
+
+    def __init__(self, size: int, folder: str | None = None, *,
+                 hole_range: tuple[float, float] = (0.01, 0.6), hole_is_white: bool = True):
+        self.size = size
+        self.hole_range = hole_range
+        self.hole_is_white = hole_is_white
+        self.files = list_images(folder) if folder else []
+        if folder and not self.files:
+            raise FileNotFoundError(f"no mask images (png/jpg/webp/bmp) found below {folder}")
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """One (size, size) mask, 1 = valid."""
+        if not self.files:
+            return irregular_mask(self.size, rng, float(rng.uniform(*self.hole_range)))
+        path = self.files[int(rng.integers(len(self.files)))]
+        return augment(load_mask_image(path, hole_is_white=self.hole_is_white), self.size, rng)
+
+
+def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:
+    """Writes per_bucket masks for every bucket x {border, no border} and an index.json."""
+    if per_bucket < 1 or size < 8:
+        raise ValueError(f"need --per-bucket >= 1 and --size >= 8, got {per_bucket}, {size}")
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(out, exist_ok=True)
+    entries = []
+    for bucket in BUCKETS:
+        for border in (False, True):
+            made, tries = 0, 0
+            while made < per_bucket:
+                tries += 1
+                if tries > 2000 * per_bucket:
+                    raise RuntimeError(f"could not draw masks for bucket {bucket_name(bucket)}")
+                target = float(rng.uniform(*bucket))
+                if border:
+                    mask = irregular_mask(size, rng, target)
+                else:  # draw on an inner canvas, then frame it with valid pixels
+                    margin = max(1, size // 32)
+                    inner = size - 2 * margin
+                    inner_ratio = min(target * size**2 / inner**2, 0.95)
+                    mask = np.pad(irregular_mask(inner, rng, inner_ratio), margin,
+                                  constant_values=1.0)
+                if bucket_of(mask) != bucket or touches_border(mask) != border:
+                    continue
+                kind = "border" if border else "inner"
+                name = f"{bucket[0]:g}-{bucket[1]:g}_{kind}_{made:04d}.png"
+                Image.fromarray(((1 - mask) * 255).astype(np.uint8)).save(os.path.join(out, name))
+                entries.append({"file": name, "bucket": bucket_name(bucket), "border": border,
+                                "hole_ratio": hole_ratio(mask)})
+                made += 1
+    index = {"size": size, "seed": seed, "per_bucket": per_bucket, "hole_is_white": True,
+             "masks": entries}
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+    return index
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: `python -m pconv_jax.masks make-eval-set ...`."""
+    parser = argparse.ArgumentParser(prog="python -m pconv_jax.masks",
+                                     description="hole masks for pconv-jax")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("make-eval-set", help="a fixed evaluation mask set with index.json")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--per-bucket", type=int, default=100,
+                    help="masks per hole-ratio bucket and border class")
+    ev.add_argument("--size", type=int, default=512, help="mask side in pixels")
+    ev.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        index = make_eval_set(args.out, args.per_bucket, args.size, args.seed)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(index['masks'])} masks and index.json to {args.out} "
+          "(white = hole, 12 groups: 6 buckets x border/inner)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

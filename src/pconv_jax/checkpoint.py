@@ -1,0 +1,109 @@
+"""Orbax checkpoints of a training run: save, keep the last K, resume, restore for evaluation.
+
+A checkpoint at step S holds three items: `state` (model parameters, BatchNorm statistics,
+optimizer state: any pytree of arrays), `data` (the input iterator's state, JSON) and `meta`
+(JSON: step, model configuration, seed). Saving is asynchronous. Restoring tries the newest
+step first and falls back to older ones with a warning when a checkpoint cannot be read.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds checkpoints of another model configuration."""
+
+
+class Checkpointer:
+    """Save/restore of (state, data iterator state, metadata) under `workdir/checkpoints`."""
+
+    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "data", "meta"))
+
+    def steps(self) -> list[int]:
+        """Saved steps, oldest first."""
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, data: dict, meta: dict) -> None:
+        """Starts an asynchronous save of step `step`."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data),
+            meta=ocp.args.JsonSave(meta),
+        ), force=True)
+
+    def wait(self) -> None:
+        """Blocks until pending saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def read_meta(self, step: int) -> dict:
+        """The JSON metadata of one step."""
+        return self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, abstract_state: Any, step: int | None = None,
+                check_meta: dict | None = None,
+                delete_unreadable: bool = False) -> tuple[int, Any, dict, dict] | None:
+        """(step, state, data, meta) of `step`, or of the newest readable step; None if none.
+
+        abstract_state: the state's structure as jax.ShapeDtypeStruct leaves (with shardings).
+        check_meta: entries that must equal the checkpoint's metadata (the model
+        configuration), else ConfigMismatchError. delete_unreadable: remove the newer
+        checkpoints that could not be read once an older one is restored (a resuming run writes
+        them anew).
+        """
+        candidates = [step] if step is not None else list(reversed(self.steps()))
+        if step is not None and step not in self.steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
+                                    f"saved steps: {self.steps()}")
+        unreadable = []
+        for candidate in candidates:
+            try:
+                meta = self.read_meta(candidate)
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
+                unreadable.append(candidate)
+                warnings.warn(f"checkpoint {candidate} in {self.directory} is unreadable "
+                              f"({type(err).__name__}: {err}); trying an older one", stacklevel=2)
+                continue
+            for key, want in (check_meta or {}).items():
+                if meta.get(key) != want:
+                    raise ConfigMismatchError(
+                        f"{self.directory} holds checkpoints of another configuration: "
+                        f"{key} there is {meta.get(key)}, here {want}. Use another --workdir "
+                        "or the configuration that wrote them."
+                    )
+            try:
+                restored = self.manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                ))
+            except Exception as err:  # noqa: BLE001
+                unreadable.append(candidate)
+                warnings.warn(f"checkpoint {candidate} in {self.directory} could not be "
+                              f"restored ({type(err).__name__}: {err}); trying an older one",
+                              stacklevel=2)
+                continue
+            for broken in unreadable if delete_unreadable else ():
+                self.manager.delete(broken)
+            return candidate, restored["state"], restored["data"], meta
+        return None
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract(tree: Any) -> Any:
+    """The tree's leaves as ShapeDtypeStructs, keeping their shardings."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -1,0 +1,245 @@
+"""Training end to end on small images: devices, exact resume, signals, TFDS, learning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from flax import nnx
+
+from pconv_jax import losses, train, vgg
+from pconv_jax.model import PConvUNet
+from tests.train_util import TINY_CLI_OVERRIDES, model_arrays, tiny_config
+
+pytestmark = pytest.mark.filterwarnings("ignore:VGG-16 with RANDOM weights")
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+
+
+def _read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+def test_two_steps_on_two_devices_equal_one_device(tmp_path):
+    """A 2-step run shards over 2 devices; BatchNorm over the global batch makes it equal 1."""
+    assert jax.device_count() == 2
+    results = {}
+    for n in (1, 2):
+        config = tiny_config(steps=2)
+        config.num_devices = n
+        results[n] = train.train_and_evaluate(config, str(tmp_path / f"dev{n}"))
+        records = _read_metrics(tmp_path / f"dev{n}")
+        assert [r["step"] for r in records] == [1, 2]
+        for r in records:
+            assert all(np.isfinite(r[k]) for k in ("loss", *losses.TERMS, "lr", "images_per_s"))
+        assert os.path.isdir(tmp_path / f"dev{n}" / "checkpoints" / "2")
+        assert os.path.isfile(tmp_path / f"dev{n}" / "samples" / "step_0000002.png")
+    one, two = model_arrays(results[1]["model"]), model_arrays(results[2]["model"])
+    for key in one:
+        np.testing.assert_allclose(one[key], two[key], rtol=2e-4, atol=2e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_restart_resumes_exactly(tmp_path):
+    """4 straight steps and 2 + restart + 2 give bitwise identical parameters and statistics."""
+    straight = train.train_and_evaluate(tiny_config(steps=4), str(tmp_path / "a"))
+    train.train_and_evaluate(tiny_config(steps=2), str(tmp_path / "b"))
+    resumed = train.train_and_evaluate(tiny_config(steps=4), str(tmp_path / "b"))
+    a, b = model_arrays(straight["model"]), model_arrays(resumed["model"])
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [r["step"] for r in _read_metrics(tmp_path / "b")] == [1, 2, 3, 4]
+    assert [r["loss"] for r in _read_metrics(tmp_path / "b")] == \
+        [r["loss"] for r in _read_metrics(tmp_path / "a")]
+
+
+@pytest.mark.slow
+def test_phase_two_freezes_encoder_batchnorm(tmp_path):
+    """From train.finetune_step on, encoder BN statistics and affine stop; lr drops to 5e-5."""
+    config = tiny_config(steps=2, finetune_step=2)
+    config.optim.finetune_lr = 5e-5
+    workdir = str(tmp_path / "ft")
+    train.train_and_evaluate(tiny_config(steps=2, finetune_step=2), workdir)
+    before = model_arrays(train.train_and_evaluate(config, workdir)["model"])
+    config.train.steps = 4
+    after = model_arrays(train.train_and_evaluate(config, workdir)["model"])
+    enc_bn = [k for k in before if k.startswith("['encoder']") and "['bn']" in k]
+    dec_bn = [k for k in before if k.startswith("['decoder']") and "['bn']" in k]
+    assert enc_bn and dec_bn
+    for key in enc_bn:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+    assert all(np.any(before[k] != after[k]) for k in dec_bn)
+    records = _read_metrics(workdir)
+    assert records[-1]["lr"] == pytest.approx(5e-5) and records[-1]["phase"] == 2
+    assert records[0]["lr"] == pytest.approx(1e-3) and records[0]["phase"] == 1
+
+
+@pytest.mark.slow
+def test_tfds_source_trains_under_mock_data(tmp_path):
+    """data.source = tfds:NAME/SPLIT reads through tfds.data_source (mocked: no files)."""
+    config = tiny_config(steps=1)
+    config.data.source = "tfds:places365_small/train"
+    with tfds.testing.mock_data(num_examples=8):
+        result = train.train_and_evaluate(config, str(tmp_path / "tfds"))
+    assert result["step"] == 1 and np.isfinite(result["metrics"]["loss"])
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path):
+    """A TFDS dataset that is not prepared: an error that says how to prepare it."""
+    config = tiny_config(steps=1)
+    config.data.source = "tfds:places365_small/train"
+    config.data.tfds_data_dir = str(tmp_path / "empty")
+    with pytest.raises(train.TrainingError, match="tfds build places365_small"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_hole_loss_halves_on_a_fixed_batch():
+    """~50 steps on one fixed batch: the hole loss falls to half or less (the model learns)."""
+    config = tiny_config()
+    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    model.train()
+    optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
+    features = vgg.VGG16Features(vgg.random_weights(0))
+    graphdef, state = nnx.split((model, optimizer))
+    vgg_graphdef, vgg_state = nnx.split(features)
+    step = jax.jit(train.make_train_step(graphdef, vgg_graphdef, losses.LossWeights(),
+                                         train.learning_rate(config)))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    image = np.stack([yy, xx, (yy + xx) / 2], axis=-1)[None].repeat(2, 0)  # smooth gradients
+    image = jnp.asarray(image * rng.uniform(0.5, 1.0, size=(2, 1, 1, 3)), jnp.float32)
+    mask = np.ones((2, 32, 32, 1), np.float32)
+    mask[:, 8:20, 10:22] = 0
+    mask = jnp.asarray(mask)
+    holes = []
+    for _ in range(50):
+        state, metrics = step(state, vgg_state, image, mask)
+        holes.append(float(metrics["hole"]))
+    assert holes[-1] <= 0.5 * holes[0], holes[::10]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_the_next_run_resumes(tmp_path):
+    """SIGTERM mid-run: a checkpoint at the current step, exit 0; the same command resumes."""
+    workdir = str(tmp_path / "sig")
+    cmd = [sys.executable, "-m", "pconv_jax.train", "--config", "experiments/configs/demo.py",
+           "--workdir", workdir, *TINY_CLI_OVERRIDES]
+    proc = subprocess.Popen([*cmd, "--config.train.steps=10000"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: saved step" in out
+    saved = int(out.split("SIGTERM: saved step ")[1].split()[0])
+    assert saved >= 3 and os.path.isdir(os.path.join(workdir, "checkpoints", str(saved)))
+    again = subprocess.run([*cmd, f"--config.train.steps={saved + 1}"], env=ENV,
+                           capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from step {saved}" in again.stdout
+    steps = [r["step"] for r in _read_metrics(workdir)]
+    assert steps == list(range(1, saved + 2))  # no logged step repeated
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path):
+    """Missing flags, a bad override and a missing VGG file exit non-zero with a message."""
+    base = [sys.executable, "-m", "pconv_jax.train"]
+    cases = [
+        (["--config", "experiments/configs/demo.py"], "--workdir are required"),
+        (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
+          "--config.train.no_such_key=1"], "no_such_key"),
+        (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
+          *TINY_CLI_OVERRIDES, "--config.vgg.weights=/nonexistent/vgg16.safetensors"],
+         "vgg.weights"),
+    ]
+    for args, message in cases:
+        run = subprocess.run(base + args, env=ENV, capture_output=True, text=True, timeout=120)
+        assert run.returncode != 0 and message in run.stderr, (args, run.stderr[-1500:])
+        assert "Traceback" not in run.stderr
+
+
+def test_help_lists_the_flags():
+    """--help prints the flags and exits 0."""
+    run = subprocess.run([sys.executable, "-m", "pconv_jax.train", "--help"], env=ENV,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "--workdir" in run.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed(tmp_path):
+    """Two processes on localhost (jax.distributed, CPU): both finish with equal parameters."""
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    workdir = str(tmp_path / "dist")
+    procs = [subprocess.Popen(
+        [sys.executable, "tests/distributed_driver.py", f"localhost:{port}", str(i), workdir],
+        env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    first = np.load(os.path.join(workdir, "params_0.npz"))
+    second = np.load(os.path.join(workdir, "params_1.npz"))
+    assert set(first.files) == set(second.files) and first.files
+    for key in first.files:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def test_missing_config_file_is_a_message(tmp_path):
+    """A config path that does not exist: exit 2, the path named, no traceback."""
+    run = subprocess.run([sys.executable, "-m", "pconv_jax.train", "--config",
+                          str(tmp_path / "none.py"), "--workdir", str(tmp_path)], env=ENV,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "none.py" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A diverging run stops naming the step and terms; the saved checkpoint stays readable."""
+    workdir = str(tmp_path / "nan")
+    config = tiny_config(steps=1)
+    config.checkpoint.every_steps = 1
+    train.train_and_evaluate(config, workdir)  # a good checkpoint at step 1
+    config.train.steps = 30
+    config.optim.lr = 1e30  # diverges within a few steps
+    with pytest.raises(train.TrainingError, match=r"non-finite loss at step \d+: .*"
+                       r"last good checkpoint is step \d+") as info:
+        train.train_and_evaluate(config, workdir)
+    good = int(str(info.value).split("last good checkpoint is step ")[1].split()[0])
+    config.train.steps = good
+    config.optim.lr = 1e-3
+    again = train.train_and_evaluate(config, workdir)  # resumes from it without error
+    assert again["step"] == good
+
+
+@pytest.mark.slow
+def test_unreadable_latest_checkpoint_falls_back(tmp_path):
+    """If the newest checkpoint is damaged, the run warns and resumes from the one before."""
+    workdir = tmp_path / "fallback"
+    config = tiny_config(steps=2)
+    config.checkpoint.every_steps = 1
+    train.train_and_evaluate(config, str(workdir))
+    for path in (workdir / "checkpoints" / "2").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    config.train.steps = 3
+    with pytest.warns(UserWarning, match="checkpoint 2 .* trying an older one"):
+        result = train.train_and_evaluate(config, str(workdir))
+    assert result["step"] == 3
+    assert [r["step"] for r in _read_metrics(workdir)] == [1, 2, 3]
