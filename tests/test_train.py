@@ -42,6 +42,10 @@ def test_two_steps_on_two_devices_equal_one_device(tmp_path):
             assert all(np.isfinite(r[k]) for k in ("loss", *losses.TERMS, "lr", "images_per_s"))
         assert os.path.isdir(tmp_path / f"dev{n}" / "checkpoints" / "2")
         assert os.path.isfile(tmp_path / f"dev{n}" / "samples" / "step_0000002.png")
+        assert os.listdir(tmp_path / f"dev{n}" / "tensorboard")
+        written = json.loads((tmp_path / f"dev{n}" / "config.json").read_text())
+        assert written["train"]["steps"] == 2 and written["num_devices"] == n
+        assert json.loads((tmp_path / f"dev{n}" / "versions.json").read_text())["jax"]
     one, two = model_arrays(results[1]["model"]), model_arrays(results[2]["model"])
     for key in one:
         np.testing.assert_allclose(one[key], two[key], rtol=2e-4, atol=2e-6, err_msg=key)
@@ -243,3 +247,14 @@ def test_unreadable_latest_checkpoint_falls_back(tmp_path):
         result = train.train_and_evaluate(config, str(workdir))
     assert result["step"] == 3
     assert [r["step"] for r in _read_metrics(workdir)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_bfloat16_compute_trains(tmp_path):
+    """train.compute_dtype=bfloat16: convolutions in bfloat16, float32 parameters, finite loss."""
+    config = tiny_config(steps=2, compute_dtype="bfloat16")
+    result = train.train_and_evaluate(config, str(tmp_path / "bf16"))
+    assert np.isfinite(result["metrics"]["loss"])
+    assert result["model"].encoder[0].dtype == jnp.bfloat16
+    assert result["model"].encoder[0].eps == 1e-6  # the authors' eps under mixed precision
+    assert all(v.dtype == np.float32 for v in model_arrays(result["model"]).values())
