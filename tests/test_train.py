@@ -48,7 +48,9 @@ def test_two_steps_on_two_devices_equal_one_device(tmp_path):
         assert json.loads((tmp_path / f"dev{n}" / "versions.json").read_text())["jax"]
     one, two = model_arrays(results[1]["model"]), model_arrays(results[2]["model"])
     for key in one:
-        np.testing.assert_allclose(one[key], two[key], rtol=2e-4, atol=2e-6, err_msg=key)
+        # atol 1e-5 = 1% of the learning rate: Adam's first steps are ~lr * sign(grad), so a
+        # gradient within rounding of zero may move by up to that much on either mesh.
+        np.testing.assert_allclose(one[key], two[key], rtol=2e-4, atol=1e-5, err_msg=key)
 
 
 @pytest.mark.slow
@@ -258,3 +260,15 @@ def test_bfloat16_compute_trains(tmp_path):
     assert result["model"].encoder[0].dtype == jnp.bfloat16
     assert result["model"].encoder[0].eps == 1e-6  # the authors' eps under mixed precision
     assert all(v.dtype == np.float32 for v in model_arrays(result["model"]).values())
+
+
+@pytest.mark.slow
+def test_init_from_starts_phase_two_from_a_phase_one_run(tmp_path):
+    """train.init_from copies the model of another run's newest checkpoint, not its step."""
+    first = train.train_and_evaluate(tiny_config(steps=2), str(tmp_path / "phase1"))
+    config = tiny_config(steps=0, finetune_step=0, init_from=str(tmp_path / "phase1"))
+    second = train.train_and_evaluate(config, str(tmp_path / "phase2"))
+    assert second["step"] == 0
+    a, b = model_arrays(first["model"]), model_arrays(second["model"])
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -62,10 +62,35 @@ class Checkpointer:
         checkpoints that could not be read once an older one is restored (a resuming run writes
         them anew).
         """
-        candidates = [step] if step is not None else list(reversed(self.steps()))
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                  data=ocp.args.JsonRestore())
+        found = self._restore(args, step, check_meta, delete_unreadable)
+        if found is None:
+            return None
+        candidate, restored, meta = found
+        return candidate, restored["state"], restored["data"], meta
+
+    def restore_model(self, abstract_model: Any, step: int | None = None,
+                      check_meta: dict | None = None) -> tuple[int, Any] | None:
+        """(step, model state) without reading the optimizer state (evaluation, init_from).
+
+        The training state is the pair (model, optimizer); only its first half is read.
+        """
+        item = {0: abstract_model}
+        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True))
+        found = self._restore(args, step, check_meta, delete_unreadable=False)
+        if found is None:
+            return None
+        return found[0], found[1]["state"][0]
+
+    def _restore(self, args, step, check_meta, delete_unreadable):
+        """(step, restored items, meta) of the newest readable candidate, or None."""
         if step is not None and step not in self.steps():
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
                                     f"saved steps: {self.steps()}")
+        candidates = [step] if step is not None else list(reversed(self.steps()))
         unreadable = []
         for candidate in candidates:
             try:
@@ -73,7 +98,7 @@ class Checkpointer:
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
                 unreadable.append(candidate)
                 warnings.warn(f"checkpoint {candidate} in {self.directory} is unreadable "
-                              f"({type(err).__name__}: {err}); trying an older one", stacklevel=2)
+                              f"({type(err).__name__}: {err}); trying an older one", stacklevel=3)
                 continue
             for key, want in (check_meta or {}).items():
                 if meta.get(key) != want:
@@ -83,19 +108,16 @@ class Checkpointer:
                         "or the configuration that wrote them."
                     )
             try:
-                restored = self.manager.restore(candidate, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(),
-                ))
+                restored = self.manager.restore(candidate, args=args)
             except Exception as err:  # noqa: BLE001
                 unreadable.append(candidate)
                 warnings.warn(f"checkpoint {candidate} in {self.directory} could not be "
                               f"restored ({type(err).__name__}: {err}); trying an older one",
-                              stacklevel=2)
+                              stacklevel=3)
                 continue
             for broken in unreadable if delete_unreadable else ():
                 self.manager.delete(broken)
-            return candidate, restored["state"], restored["data"], meta
+            return candidate, restored, meta
         return None
 
     def close(self) -> None:

@@ -319,7 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start_step, state, data_state, _ = restored
         print(f"resuming from step {start_step} in {checkpointer.directory}", flush=True)
     elif config.train.get("init_from"):
-        state = _init_from(config.train.init_from, state, model_meta)
+        nnx.update(model, _init_from(config.train.init_from, model, model_meta))
+        state = jax.device_put(nnx.state((model, optimizer)), replicated)
     nnx.update((model, optimizer), state)
 
     # --- Data ----------------------------------------------------------------------------------
@@ -426,18 +427,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "checkpoints": checkpointer.directory}
 
 
-def _init_from(other_workdir: str, state, model_meta: dict):
-    """Model variables from the newest checkpoint of a phase-1 run; a fresh optimizer."""
+def _init_from(other_workdir: str, model: PConvUNet, model_meta: dict):
+    """The model variables of the newest checkpoint of another (phase-1) run."""
     other = ckpt.Checkpointer(other_workdir, keep=1000, async_save=False)
-    restored = other.restore(ckpt.abstract(state), check_meta=model_meta)
-    other.close()
+    try:
+        restored = other.restore_model(ckpt.abstract(nnx.state(model)), check_meta=model_meta)
+    finally:
+        other.close()
     if restored is None:
-        raise TrainingError(f"train.init_from: no checkpoint found in {other_workdir}")
-    _, other_state, _, _ = restored
-    model_part, _ = other_state
-    _, optimizer_part = state
+        raise TrainingError(f"train.init_from: no readable checkpoint in {other_workdir}")
     print(f"initialised the model from {other_workdir} (step {restored[0]})", flush=True)
-    return (model_part, optimizer_part)
+    return restored[1]
 
 
 def _write_grid(workdir, step, predict, state, sample) -> None:

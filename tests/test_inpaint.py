@@ -1,0 +1,125 @@
+"""pconv_jax.inpaint: any image size, valid pixels untouched, clear errors from the CLI."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pconv_jax import train
+from pconv_jax.inpaint import Inpainter
+from tests.train_util import tiny_config
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny trained run (2 steps) to restore from."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train_and_evaluate(tiny_config(steps=2), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def inpainter(run_dir):
+    return Inpainter.from_workdir(run_dir)
+
+
+def test_odd_size_image_keeps_every_valid_pixel(inpainter):
+    """A 37x45 uint8 image: same shape back, valid pixels bit-identical, holes filled."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    mask = np.ones((37, 45), np.float32)
+    mask[10:25, 5:30] = 0
+    out = inpainter(image, mask)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[mask > 0], image[mask > 0])
+    assert np.any(out[mask == 0] != image[mask == 0])
+    assert inpainter.step == 2
+
+
+def test_float_batch_keeps_valid_pixels(inpainter):
+    """A float [0,1] batch: valid pixels identical, output in [0,1]."""
+    rng = np.random.default_rng(1)
+    images = rng.random((2, 32, 40, 3)).astype(np.float32)
+    masks = (rng.random((2, 32, 40, 1)) < 0.7).astype(np.float32)
+    out = inpainter(images, masks)
+    np.testing.assert_array_equal(out[masks[..., 0] > 0], images[masks[..., 0] > 0])
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pconv_jax.inpaint", *args], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _save(path, array):
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+def test_cli_single_image_and_errors(run_dir, tmp_path):
+    """White = hole by default; size mismatch, all-hole and unreadable files are messages."""
+    rng = np.random.default_rng(2)
+    image = _save(tmp_path / "img.png", rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    hole = np.zeros((30, 50), np.uint8)
+    hole[5:15, 10:30] = 255
+    mask = _save(tmp_path / "mask.png", hole)
+    out = str(tmp_path / "out" / "result.png")
+    run = _cli("--workdir", run_dir, "--image", image, "--mask", mask, "--out", out)
+    assert run.returncode == 0, run.stderr
+    result = np.asarray(Image.open(out))
+    original = np.asarray(Image.open(image))
+    np.testing.assert_array_equal(result[hole == 0], original[hole == 0])
+
+    small = _save(tmp_path / "small.png", hole[:20, :40])
+    run = _cli("--workdir", run_dir, "--image", image, "--mask", small, "--out", out)
+    assert run.returncode == 1 and "40x20" in run.stderr and "50x30" in run.stderr
+    run = _cli("--workdir", run_dir, "--image", image, "--mask", small, "--out", out,
+               "--resize-mask")
+    assert run.returncode == 0, run.stderr
+
+    full = _save(tmp_path / "full.png", np.full((30, 50), 255, np.uint8))
+    run = _cli("--workdir", run_dir, "--image", image, "--mask", full, "--out", out)
+    assert run.returncode == 1 and "whole image as hole" in run.stderr
+    run = _cli("--workdir", run_dir, "--image", image, "--mask", full, "--out", out,
+               "--invert-mask")
+    assert run.returncode == 0 and "unchanged" in run.stdout
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), original)
+
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    run = _cli("--workdir", run_dir, "--image", str(tmp_path / "broken.png"), "--mask", mask,
+               "--out", out)
+    assert run.returncode == 1 and "broken.png" in run.stderr
+    for r in (run,):
+        assert "Traceback" not in r.stderr
+
+
+def test_cli_folder_mode(run_dir, tmp_path):
+    """--images/--masks pair files by name and write one PNG per image."""
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "msks").mkdir()
+    rng = np.random.default_rng(3)
+    for name, size in (("a", (20, 33)), ("b", (41, 17))):
+        _save(tmp_path / "imgs" / f"{name}.png", rng.integers(0, 256, (*size, 3), np.uint8))
+        hole = np.zeros(size, np.uint8)
+        hole[3:9, 4:12] = 255
+        _save(tmp_path / "msks" / f"{name}.png", hole)
+    run = _cli("--workdir", run_dir, "--images", str(tmp_path / "imgs"), "--masks",
+               str(tmp_path / "msks"), "--out", str(tmp_path / "res"))
+    assert run.returncode == 0, run.stderr
+    assert sorted(os.listdir(tmp_path / "res")) == ["a.png", "b.png"]
+
+
+def test_missing_run_is_a_message(tmp_path):
+    """A workdir without a run: exit 1 and a sentence, no traceback."""
+    run = _cli("--workdir", str(tmp_path), "--image", "x.png", "--mask", "y.png", "--out",
+               str(tmp_path / "o.png"))
+    assert run.returncode == 1 and "not a training run" in run.stderr
+    assert "Traceback" not in run.stderr
