@@ -123,3 +123,44 @@ def test_missing_run_is_a_message(tmp_path):
                str(tmp_path / "o.png"))
     assert run.returncode == 1 and "not a training run" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_writes_the_table_for_model_and_baselines(run_dir, tmp_path):
+    """evaluate: 12 rows (6 buckets x border) per method, counts summing to the pairs."""
+    masks_dir = tmp_path / "masks"
+    made = subprocess.run([sys.executable, "-m", "pconv_jax.masks", "make-eval-set", "--out",
+                           str(masks_dir), "--per-bucket", "1", "--size", "32", "--seed", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "eval"
+    run = subprocess.run([sys.executable, "-m", "pconv_jax.evaluate", "--workdir", run_dir,
+                          "--images", "samples", "--masks", str(masks_dir), "--out", str(out)],
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    import json
+
+    results = json.loads((out / "metrics.json").read_text())
+    assert set(results) == {"model", "telea", "navier_stokes", "mean_fill"}
+    for method, rows in results.items():
+        assert len(rows) == 12, method
+        assert sum(r["count"] for r in rows) == 12
+        assert {(r["bucket"], r["border"]) for r in rows} == {
+            (b, x) for b in ("(0.01,0.1]", "(0.1,0.2]", "(0.2,0.3]", "(0.3,0.4]", "(0.4,0.5]",
+                             "(0.5,0.6]") for x in (False, True)}
+        assert all(0 <= r["ssim"] <= 1 and r["psnr"] > 0 and r["l1"] >= 0 for r in rows)
+    # Bigger holes are harder for every method: mean-fill l1 grows with the bucket.
+    mean_fill = [r["l1"] for r in results["mean_fill"] if not r["border"]]
+    assert mean_fill[-1] > mean_fill[0]
+    assert (out / "table.md").exists() and (out / "table.csv").exists()
+    assert (out / "examples.png").exists()
+
+
+def test_evaluate_without_index_is_a_message(run_dir, tmp_path):
+    """A masks folder without index.json: exit 1, a sentence saying how to make one."""
+    run = subprocess.run([sys.executable, "-m", "pconv_jax.evaluate", "--workdir", run_dir,
+                          "--images", "samples", "--masks", str(tmp_path), "--out",
+                          str(tmp_path / "o")], env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1 and "make-eval-set" in run.stderr
+    assert "Traceback" not in run.stderr

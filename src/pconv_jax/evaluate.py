@@ -1,0 +1,195 @@
+"""`python -m pconv_jax.evaluate`: the paper's Table 1 layout for a checkpoint and baselines.
+
+    python -m pconv_jax.evaluate --workdir RUN [--step N] --images SOURCE [--masks DIR] --out DIR
+
+SOURCE is an image folder, `tfds:NAME/SPLIT` or `samples`; masks come from a folder written by
+`python -m pconv_jax.masks make-eval-set` (its index.json), or are generated with a fixed seed
+(--per-bucket masks for each bucket x border class). Each mask k is paired with image
+k mod (number of images), centre-cropped and resized to the mask size. Metrics (l1 %, PSNR,
+SSIM) are computed on the composite (valid pixels from the ground truth) for the model and for
+three classical baselines on the same pairs: OpenCV's Telea and Navier-Stokes inpainting, and
+filling the holes with the mean colour of the valid pixels. Writes OUT/metrics.json,
+OUT/table.md, OUT/table.csv and OUT/examples.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from pconv_jax import masks as mask_lib
+from pconv_jax import metrics
+
+METHODS = ("model", "telea", "navier_stokes", "mean_fill")
+
+
+def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> list[dict]:
+    """[{mask: (S,S) float32 1 = valid, bucket: '(lo,hi]', border: bool}] from a folder or seed."""
+    if folder:
+        index_path = os.path.join(folder, "index.json")
+        if not os.path.isfile(index_path):
+            raise FileNotFoundError(f"{folder} has no index.json; write one with "
+                                    "`python -m pconv_jax.masks make-eval-set --out DIR`")
+        with open(index_path) as f:
+            index = json.load(f)
+        entries = []
+        for entry in index["masks"]:
+            mask = mask_lib.load_mask_image(os.path.join(folder, entry["file"]),
+                                            hole_is_white=index.get("hole_is_white", True))
+            entries.append({"mask": mask, "bucket": entry["bucket"],
+                            "border": bool(entry["border"])})
+        return entries
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mask_lib.make_eval_set(tmp, per_bucket, size, seed)
+        return eval_masks(tmp, size, per_bucket, seed)
+
+
+def baseline(method: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A classical fill of the holes: image (H,W,3) uint8, mask (H,W) 1 = valid."""
+    hole = (mask == 0).astype(np.uint8)
+    if method == "mean_fill":
+        mean = image[mask > 0].mean(axis=0) if np.any(mask > 0) else np.full(3, 127.5)
+        out = image.copy()
+        out[hole > 0] = np.round(mean).astype(np.uint8)
+        return out
+    import cv2
+
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    return cv2.inpaint(np.ascontiguousarray(image), hole, 3, flag)
+
+
+def evaluate(inpainter, images, mask_entries, batch_size: int = 4,
+             progress: bool = True) -> tuple[dict, list]:
+    """Metrics of every method per bucket x border: ({method: rows}, example grid rows).
+
+    images: a random-access source of (H,W,3) uint8 images; mask_entries from eval_masks.
+    """
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from pconv_jax.data import center_crop_resize
+
+    size = mask_entries[0]["mask"].shape[0]
+    scores = {m: defaultdict(list) for m in METHODS}
+    examples = []
+    bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
+    for start in range(0, len(mask_entries), batch_size):
+        chunk = mask_entries[start:start + batch_size]
+        gts = np.stack([
+            np.round(center_crop_resize(np.asarray(images[(start + i) % len(images)],
+                                                   np.float32) / 255, size) * 255)
+            .astype(np.uint8) for i in range(len(chunk))])  # (B,S,S,3)
+        masks_b = np.stack([e["mask"] for e in chunk])  # (B,S,S)
+        outputs = {"model": inpainter(gts, masks_b)}
+        for method in METHODS[1:]:
+            outputs[method] = np.stack([baseline(method, g, m) for g, m in zip(gts, masks_b,
+                                                                                strict=True)])
+        target = jnp.asarray(gts, jnp.float32) / 255
+        for method, out in outputs.items():
+            pred = jnp.asarray(out, jnp.float32) / 255
+            values = {"l1": metrics.l1(pred, target), "psnr": metrics.psnr(pred, target),
+                      "ssim": metrics.ssim(pred, target)}
+            for i, entry in enumerate(chunk):
+                key = (entry["bucket"], entry["border"])
+                scores[method][key].append({k: float(v[i]) for k, v in values.items()})
+        if len(examples) < 4:
+            examples.append([gts[0] / 255 * masks_b[0][..., None], masks_b[0],
+                             *[outputs[m][0] / 255 for m in METHODS], gts[0] / 255])
+        bar.update(len(chunk))
+    bar.close()
+    return {m: _rows(scores[m]) for m in METHODS}, examples
+
+
+def _rows(scores: dict) -> list[dict]:
+    """One row per bucket x border, in the paper's order."""
+    rows = []
+    for bucket in mask_lib.BUCKETS:
+        for border in (False, True):
+            values = scores.get((mask_lib.bucket_name(bucket), border), [])
+            if not values:
+                continue
+            psnr = [v["psnr"] for v in values]
+            rows.append({
+                "bucket": mask_lib.bucket_name(bucket), "border": border,
+                "l1": float(np.mean([v["l1"] for v in values])),
+                "psnr": float(np.mean(np.minimum(psnr, 100.0))),  # identical pairs -> 100 dB
+                "ssim": float(np.mean([v["ssim"] for v in values])),
+                "count": len(values),
+            })
+    return rows
+
+
+def write_tables(out: str, results: dict) -> None:
+    """metrics.json, table.md and table.csv."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    header = ["bucket", "border", "count"] + [f"{m} {k}" for m in METHODS
+                                             for k in ("l1", "psnr", "ssim")]
+    lines = []
+    for i, row in enumerate(results["model"]):
+        line = [row["bucket"], "yes" if row["border"] else "no", str(row["count"])]
+        for method in METHODS:
+            r = results[method][i]
+            line += [f"{r['l1']:.2f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
+        lines.append(line)
+    with open(os.path.join(out, "table.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(lines)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+        f.writelines("| " + " | ".join(line) + " |\n" for line in lines)
+        f.write("\nl1 in % of the [0,1] range; PSNR in dB; metrics on the composite image.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m pconv_jax.evaluate",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="training run folder")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (newest)")
+    parser.add_argument("--images", required=True,
+                        help="image folder, tfds:NAME/SPLIT or samples")
+    parser.add_argument("--masks", default=None, help="folder from make-eval-set")
+    parser.add_argument("--size", type=int, default=None,
+                        help="mask size when generating (default: the run's image size)")
+    parser.add_argument("--per-bucket", type=int, default=10,
+                        help="generated masks per bucket and border class")
+    parser.add_argument("--seed", type=int, default=0, help="seed of generated masks")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    from pconv_jax import data
+    from pconv_jax.checkpoint import ConfigMismatchError
+    from pconv_jax.inpaint import Inpainter, InpaintError
+    from pconv_jax.visualize import save_grid
+
+    try:
+        inpainter = Inpainter.from_workdir(args.workdir, args.step)
+        size = args.size or inpainter.model.config.image_size
+        entries = eval_masks(args.masks, size, args.per_bucket, args.seed)
+        images = data.open_source(args.images)  # read lazily, pair by pair
+        results, examples = evaluate(inpainter, images, entries, args.batch_size)
+    except (OSError, ValueError, InpaintError, ConfigMismatchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    write_tables(args.out, results)
+    save_grid(os.path.join(args.out, "examples.png"), examples)
+    with open(os.path.join(args.out, "table.md")) as f:
+        print(f.read())
+    print(f"wrote {args.out}/metrics.json, table.md, table.csv, examples.png "
+          f"(step {inpainter.step}, {len(entries)} image-mask pairs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
