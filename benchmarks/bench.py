@@ -209,6 +209,30 @@ def bench_train_step(config: UNetConfig, batch: int, repeats: int,
     }
 
 
+def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
+    """Inpainter on uint8 images (NumPy in/out, padding, compositing) and evaluation pairs/s."""
+    import numpy as np
+
+    from pconv_jax import evaluate
+    from pconv_jax.inpaint import Inpainter
+    from pconv_jax.masks import irregular_mask
+
+    inpainter = Inpainter(PConvUNet(config, rngs=nnx.Rngs(0)))
+    size = config.image_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    masks = np.stack([irregular_mask(size, rng, 0.3) for _ in range(batch)])
+    seconds = median_seconds(inpainter, images, masks, repeats=repeats)
+    entries = [{"mask": m, "bucket": "(0.2,0.3]", "border": True} for m in masks] * 2
+    photos = [images[i] for i in range(batch)]
+    start = time.perf_counter()
+    evaluate.evaluate(inpainter, photos, entries, batch_size=batch, progress=False)
+    eval_seconds = time.perf_counter() - start
+    return {"net": f"Inpainter depth {config.depth} @ {size}px", "batch": batch,
+            "seconds_per_batch": seconds, "images_per_s": batch / seconds,
+            "eval_pairs_per_s": len(entries) / eval_seconds}
+
+
 def ceiling(repeats: int) -> dict:
     """The device's measured float32 ceiling: a large matrix product and a large convolution."""
     a = jax.random.normal(jax.random.key(0), (4096, 4096))
@@ -239,7 +263,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
-    parser.add_argument("--only", choices=["train"], default=None,
+    parser.add_argument("--only", choices=["train", "inpaint"], default=None,
                         help="run one section only")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
@@ -281,12 +305,24 @@ def main() -> None:
                   f"{r['vgg3_fwd_bwd_s'] * 1e3:.1f} | {r['fwd_bwd_ratio']:.3f} | "
                   f"{r['loss_fwd_flops'] / 1e9:.1f} |")
 
-    train_rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
-    if not args.quick:
-        train_rows.append(bench_train_step(UNetConfig.paper(), batch=1, repeats=3))
-    print("\n| training step (paper net, full loss) | batch | s/step | images/s | GFLOP/step | "
-          "GFLOP/s | XLA peak MB |")
-    print("|---|---|---|---|---|---|---|")
+    inpaint_rows = []
+    if args.only in (None, "inpaint"):
+        inpaint_rows = [bench_inpainter(UNetConfig.paper(), batch=4, repeats=3)]
+        print("\n| inference | batch | s/batch | images/s | evaluation pairs/s (model + 3 "
+              "baselines + metrics) |")
+        print("|---|---|---|---|---|")
+        for r in inpaint_rows:
+            print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
+                  f"{r['images_per_s']:.2f} | {r['eval_pairs_per_s']:.2f} |")
+    train_rows = []
+    if args.only in (None, "train"):
+        train_rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
+        if not args.quick:
+            train_rows.append(bench_train_step(UNetConfig.paper(), batch=1, repeats=3))
+    if train_rows:
+        print("\n| training step (paper net, full loss) | batch | s/step | images/s | "
+              "GFLOP/step | GFLOP/s | XLA peak MB |")
+        print("|---|---|---|---|---|---|---|")
     for r in train_rows:
         peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
         print(f"| {r['net']} ({r['compute_dtype']}) | {r['batch']} | "
@@ -296,7 +332,8 @@ def main() -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": peak, "ops": op_rows,
-                   "unet": net_rows, "loss": loss_rows, "train": train_rows},
+                   "unet": net_rows, "loss": loss_rows, "train": train_rows,
+                   "inpaint": inpaint_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 
