@@ -106,7 +106,7 @@ def test_cli_folder_mode(run_dir, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "msks").mkdir()
     rng = np.random.default_rng(3)
-    for name, size in (("a", (20, 33)), ("b", (41, 17))):
+    for name, size in (("a", (20, 33)), ("b", (41, 17)), ("c", (20, 33))):
         _save(tmp_path / "imgs" / f"{name}.png", rng.integers(0, 256, (*size, 3), np.uint8))
         hole = np.zeros(size, np.uint8)
         hole[3:9, 4:12] = 255
@@ -114,7 +114,12 @@ def test_cli_folder_mode(run_dir, tmp_path):
     run = _cli("--workdir", run_dir, "--images", str(tmp_path / "imgs"), "--masks",
                str(tmp_path / "msks"), "--out", str(tmp_path / "res"))
     assert run.returncode == 0, run.stderr
-    assert sorted(os.listdir(tmp_path / "res")) == ["a.png", "b.png"]
+    assert sorted(os.listdir(tmp_path / "res")) == ["a.png", "b.png", "c.png"]
+    for name in "abc":  # batched or not, every valid pixel comes back unchanged
+        original = np.asarray(Image.open(tmp_path / "imgs" / f"{name}.png"))
+        hole = np.asarray(Image.open(tmp_path / "msks" / f"{name}.png")) > 0
+        result = np.asarray(Image.open(tmp_path / "res" / f"{name}.png"))
+        np.testing.assert_array_equal(result[~hole], original[~hole])
 
 
 def test_missing_run_is_a_message(tmp_path):

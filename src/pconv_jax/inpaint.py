@@ -1,7 +1,7 @@
 """Apply a trained checkpoint to any image: `Inpainter` (Python) and the `inpaint` CLI.
 
     python -m pconv_jax.inpaint --workdir RUN --image photo.jpg --mask mask.png --out out.png
-    python -m pconv_jax.inpaint --workdir RUN --images DIR --masks DIR --out DIR
+    python -m pconv_jax.inpaint --workdir RUN --images DIR --masks DIR --out DIR [--batch-size 4]
 
 Masks follow common inpainting tools: non-zero (white) = hole; `--invert-mask` for the paper's
 1 = valid. Any image size works: the image is padded to a multiple of 2**depth with the padding
@@ -131,22 +131,57 @@ def read_mask(path: str, *, invert: bool, size: tuple[int, int] | None,
     return valid.astype(np.float32)
 
 
-def inpaint_file(inpainter: Inpainter, image_path: str, mask_path: str, out_path: str, *,
-                 invert: bool = False, resize_mask: bool = False) -> str:
-    """Inpaints one image file into `out_path`; returns a one-line report."""
+def load_pair(image_path: str, mask_path: str, *, invert: bool = False,
+              resize_mask: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(image (H,W,3) uint8, valid (H,W) float32) with the mask checked against the image."""
     image = read_image(image_path)
     valid = read_mask(mask_path, invert=invert, size=image.shape[:2], resize=resize_mask)
-    if valid.min() > 0:
-        result, note = image, "no hole in the mask: image returned unchanged"
-    elif valid.max() == 0:
+    if valid.max() == 0:
         raise InpaintError(f"mask {mask_path} marks the whole image as hole: nothing to "
                            "condition on (use --invert-mask if white marks valid pixels)")
-    else:
-        result = inpainter(image, valid)
-        note = f"{100 * (1 - valid.mean()):.1f}% holes filled"
+    return image, valid
+
+
+def _save(out_path: str, image: np.ndarray) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    Image.fromarray(result).save(out_path)
-    return f"{out_path}: {note}"
+    Image.fromarray(image).save(out_path)
+
+
+def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
+                  invert: bool = False, resize_mask: bool = False, batch_size: int = 4,
+                  progress: bool = False) -> list[str]:
+    """Inpaints (image, mask, output) file triples, batching images of equal size.
+
+    Returns one report line per output file; a mask without holes copies the image.
+    """
+    from tqdm import tqdm
+
+    reports: list[str] = []
+    pending: list[tuple[np.ndarray, np.ndarray, str]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        images = np.stack([p[0] for p in pending])  # (B,H,W,3)
+        valids = np.stack([p[1] for p in pending])  # (B,H,W)
+        for (_, valid, out), result in zip(pending, inpainter(images, valids), strict=True):
+            _save(out, result)
+            reports.append(f"{out}: {100 * (1 - valid.mean()):.1f}% holes filled")
+        pending.clear()
+
+    for image_path, mask_path, out in tqdm(jobs, disable=not progress, unit="image"):
+        image, valid = load_pair(image_path, mask_path, invert=invert, resize_mask=resize_mask)
+        if valid.min() > 0:
+            _save(out, image)
+            reports.append(f"{out}: no hole in the mask: image returned unchanged")
+            continue
+        if pending and pending[0][0].shape != image.shape:
+            flush()
+        pending.append((image, valid, out))
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", help="folder mode: masks with the same file stems")
     parser.add_argument("--out", required=True, help="output file, or folder in folder mode")
     parser.add_argument("--invert-mask", action="store_true", help="white = valid instead")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="folder mode: images of equal size inpainted together")
     parser.add_argument("--resize-mask", action="store_true",
                         help="resize masks of another size to the image (nearest)")
     args = parser.parse_args(argv)
@@ -176,11 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [(args.image, args.mask, args.out)]
         else:
             jobs = _folder_jobs(args.images, args.masks, args.out)
-        from tqdm import tqdm
-
-        for image, mask, out in tqdm(jobs, disable=len(jobs) < 2, unit="image"):
-            print(inpaint_file(inpainter, image, mask, out, invert=args.invert_mask,
-                               resize_mask=args.resize_mask))
+        for line in inpaint_files(inpainter, jobs, invert=args.invert_mask,
+                                  resize_mask=args.resize_mask, batch_size=args.batch_size,
+                                  progress=len(jobs) > 1):
+            print(line)
     except (InpaintError, OSError, ckpt.ConfigMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
