@@ -364,7 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     log = MetricsLog(workdir, start_step, enabled=is_chief)
     stop = StopSignal()
-    progress = _progress(config.train.steps, start_step, enabled=is_chief)
+    progress = _Progress(config.train.steps, start_step, enabled=is_chief)
     state = nnx.state((model, optimizer))
     last_saved = start_step if restored is not None else None
     metrics: dict = {}
@@ -449,7 +449,7 @@ def _write_grid(workdir, step, predict, state, sample) -> None:
     save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), rows)
 
 
-class _progress:
+class _Progress:
     """tqdm progress bar (step, loss, images/s, ETA) on the chief process."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
@@ -512,7 +512,7 @@ def _config_path(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m pconv_jax.train --config CONFIG.py --workdir DIR [--config.KEY=VALUE ...]`."""
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     flag_values = flags.FlagValues()
@@ -566,7 +566,6 @@ def main(argv: list[str] | None = None) -> None:
               f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')}\n"
               f"  samples:     {_latest_grid(workdir)}\n"
               f"  tensorboard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
-    del app
 
 
 if __name__ == "__main__":
