@@ -169,3 +169,40 @@ def test_evaluate_without_index_is_a_message(run_dir, tmp_path):
                          timeout=300)
     assert run.returncode == 1 and "make-eval-set" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_rgba_and_greyscale_images_are_converted(run_dir, tmp_path):
+    """RGBA and greyscale files inpaint to RGB; their valid pixels keep the converted values."""
+    rng = np.random.default_rng(4)
+    hole = np.zeros((24, 28), np.uint8)
+    hole[6:14, 8:20] = 255
+    mask = _save(tmp_path / "mask.png", hole)
+    rgba = _save(tmp_path / "rgba.png", rng.integers(0, 256, (24, 28, 4), dtype=np.uint8))
+    grey = _save(tmp_path / "grey.png", rng.integers(0, 256, (24, 28), dtype=np.uint8))
+    for path in (rgba, grey):
+        out = str(tmp_path / f"out_{os.path.basename(path)}")
+        run = _cli("--workdir", run_dir, "--image", path, "--mask", mask, "--out", out)
+        assert run.returncode == 0, run.stderr
+        result = np.asarray(Image.open(out))
+        expected = np.asarray(Image.open(path).convert("RGB"))
+        assert result.shape == (24, 28, 3)
+        np.testing.assert_array_equal(result[hole == 0], expected[hole == 0])
+
+
+def test_unreadable_mask_is_named(run_dir, tmp_path):
+    """A broken mask file: exit 1 and its name, no traceback."""
+    image = _save(tmp_path / "img.png", np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "bad_mask.png").write_bytes(b"nope")
+    run = _cli("--workdir", run_dir, "--image", image, "--mask", str(tmp_path / "bad_mask.png"),
+               "--out", str(tmp_path / "o.png"))
+    assert run.returncode == 1 and "bad_mask.png" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_images_over_the_pixel_limit_are_refused(inpainter, monkeypatch):
+    """Above MAX_PIXELS the inpainter refuses, naming the limit, instead of running out of RAM."""
+    from pconv_jax import inpaint
+
+    monkeypatch.setattr(inpaint, "MAX_PIXELS", 30 * 30)
+    with pytest.raises(inpaint.InpaintError, match="limit of 900 pixels"):
+        inpainter(np.zeros((31, 31, 3), np.uint8), np.ones((31, 31), np.float32))

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from flax import nnx
 
 
 class ConfigMismatchError(ValueError):
@@ -124,6 +125,23 @@ class Checkpointer:
         """Waits for pending saves and releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def load_model(workdir: str, model: nnx.Module, step: int | None = None,
+               check_meta: dict | None = None) -> int:
+    """Restores the model half of a run's newest (or given) checkpoint into `model`; the step.
+
+    No optimizer state is read. Raises FileNotFoundError when no checkpoint is readable.
+    """
+    checkpointer = Checkpointer(workdir, keep=1000, async_save=False)
+    try:
+        restored = checkpointer.restore_model(abstract(nnx.state(model)), step, check_meta)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {checkpointer.directory}")
+    nnx.update(model, restored[1])
+    return restored[0]
 
 
 def abstract(tree: Any) -> Any:

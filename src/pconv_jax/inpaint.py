@@ -57,16 +57,7 @@ class Inpainter:
         with open(config_path) as f:
             config = ml_collections.ConfigDict(json.load(f))
         model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
-        checkpointer = ckpt.Checkpointer(path, keep=1000, async_save=False)
-        try:
-            restored = checkpointer.restore_model(ckpt.abstract(nnx.state(model)), step=step)
-        finally:
-            checkpointer.close()
-        if restored is None:
-            raise FileNotFoundError(f"no readable checkpoint in {checkpointer.directory}")
-        restored_step, model_state = restored
-        nnx.update(model, model_state)  # no optimizer state is read
-        return cls(model, restored_step)
+        return cls(model, ckpt.load_model(path, model, step))
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """image (H,W,3) or (N,H,W,3), [0,1] float or uint8; mask (H,W)/(N,H,W[,1]), 1 = valid.

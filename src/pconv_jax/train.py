@@ -90,7 +90,6 @@ def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
     values["dtype"] = dtype
     if dtype != "float32" and values.get("mask_eps", 1e-8) < 1e-6:
         values["mask_eps"] = 1e-6  # the authors' advice under mixed precision
-    values.setdefault("image_size", config.data.image_size)
     values["image_size"] = config.data.image_size
     try:
         return UNetConfig(**values)
@@ -319,7 +318,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start_step, state, data_state, _ = restored
         print(f"resuming from step {start_step} in {checkpointer.directory}", flush=True)
     elif config.train.get("init_from"):
-        nnx.update(model, _init_from(config.train.init_from, model, model_meta))
+        _init_from(config.train.init_from, model, model_meta)
         state = jax.device_put(nnx.state((model, optimizer)), replicated)
     nnx.update((model, optimizer), state)
 
@@ -427,17 +426,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "checkpoints": checkpointer.directory}
 
 
-def _init_from(other_workdir: str, model: PConvUNet, model_meta: dict):
-    """The model variables of the newest checkpoint of another (phase-1) run."""
-    other = ckpt.Checkpointer(other_workdir, keep=1000, async_save=False)
+def _init_from(other_workdir: str, model: PConvUNet, model_meta: dict) -> None:
+    """Loads the model variables of another (phase-1) run's newest checkpoint into `model`."""
     try:
-        restored = other.restore_model(ckpt.abstract(nnx.state(model)), check_meta=model_meta)
-    finally:
-        other.close()
-    if restored is None:
-        raise TrainingError(f"train.init_from: no readable checkpoint in {other_workdir}")
-    print(f"initialised the model from {other_workdir} (step {restored[0]})", flush=True)
-    return restored[1]
+        step = ckpt.load_model(other_workdir, model, check_meta=model_meta)
+    except FileNotFoundError as err:
+        raise TrainingError(f"train.init_from: {err}") from None
+    print(f"initialised the model from {other_workdir} (step {step})", flush=True)
 
 
 def _write_grid(workdir, step, predict, state, sample) -> None:
