@@ -92,7 +92,7 @@ def _conv(x: Array, kernel: Array, strides, padding, dilation) -> Array:
     kh, kw, cin, cout = kernel.shape
     if conv_method(x.shape, kernel.shape, strides, padding, dilation) == "im2col":
         windows = _windows(x, kernel.shape, strides, padding, dilation)
-        cols = jnp.concatenate([w for _, w in windows], axis=3)  # (N,Ho,Wo,kh*kw*Cin)
+        cols = jnp.concatenate(windows, axis=3)  # (N,Ho,Wo,kh*kw*Cin), taps row-major
         return jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(kh * kw * cin, cout))
     return lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
@@ -119,7 +119,7 @@ def _output_size(x_shape, kernel_shape, strides, padding, dilation) -> tuple[int
 
 
 def _windows(x, kernel_shape, strides, padding, dilation):
-    """[((i, j), x_ij: (N,Ho,Wo,Cin))]: the input each kernel tap (i, j) multiplies."""
+    """[x_ij: (N,Ho,Wo,Cin)] for the kernel taps (i, j) in row-major order: what each multiplies."""
     (pt, pb), (pl, pr) = _explicit_padding(x.shape, kernel_shape, strides, padding, dilation)
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     ho, wo = _output_size(x.shape, kernel_shape, strides, padding, dilation)
@@ -133,7 +133,7 @@ def _windows(x, kernel_shape, strides, padding, dilation):
                 (n, top + (ho - 1) * strides[0] + 1, left + (wo - 1) * strides[1] + 1, cin),
                 (1, strides[0], strides[1], 1),
             )
-            windows.append(((i, j), window))
+            windows.append(window)
     return windows
 
 
