@@ -1,7 +1,8 @@
 """Image sources and the Grain training pipeline; nothing here knows the model.
 
 Sources are random-access sequences of (H,W,3) uint8 images:
-- `samples`: photos bundled with scikit-image (offline);
+- `samples`: photos bundled with scikit-image (offline); `samples:NAME,NAME` a subset of them
+  (e.g. to hold some out for evaluation);
 - `tfds:NAME/SPLIT`: a prepared TFDS dataset through `tfds.data_source` (ArrayRecord; no
   TensorFlow needed), e.g. `tfds:places365_small/train`;
 - any other string: an image folder, searched recursively for jpg/png/webp/bmp.
@@ -64,10 +65,13 @@ def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class BundledPhotos(Sequence):
-    """The scikit-image sample photos as a random-access source of uint8 images."""
+    """The scikit-image sample photos (all, or those named) as a source of uint8 images."""
 
-    def __init__(self):
-        self.images = [to_uint8(bundled_photo(name)) for name in BUNDLED_PHOTOS]
+    def __init__(self, names: Sequence[str] | None = None):
+        self.names = tuple(BUNDLED_PHOTOS if names is None else names)
+        if not self.names:
+            raise ValueError(f"no bundled photo named; choose from {', '.join(BUNDLED_PHOTOS)}")
+        self.images = [to_uint8(bundled_photo(name)) for name in self.names]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -145,9 +149,11 @@ class TfdsImages(Sequence):
 
 
 def open_source(spec: str, tfds_data_dir: str | None = None) -> Sequence:
-    """'samples', 'tfds:NAME/SPLIT' or a folder path -> a random-access image source."""
+    """'samples[:NAME,...]', 'tfds:NAME/SPLIT' or a folder -> a random-access image source."""
     if spec == "samples":
         return BundledPhotos()
+    if spec.startswith("samples:"):
+        return BundledPhotos([n.strip() for n in spec[len("samples:"):].split(",") if n.strip()])
     if spec.startswith("tfds:"):
         name, _, split = spec[len("tfds:"):].partition("/")
         if not name or not split:

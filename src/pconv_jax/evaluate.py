@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,32 +67,50 @@ def baseline(method: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.inpaint(np.ascontiguousarray(image), hole, 3, flag)
 
 
-def evaluate(inpainter, images, mask_entries, batch_size: int = 4,
-             progress: bool = True) -> tuple[dict, list]:
-    """Metrics of every method per bucket x border: ({method: rows}, example grid rows).
+def eval_pairs(images, mask_entries, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs start..stop-1: ground truths (B,S,S,3) uint8 and masks (B,S,S), 1 = valid.
 
-    images: a random-access source of (H,W,3) uint8 images; mask_entries from eval_masks.
+    Mask k goes with image k mod len(images), centre-cropped and resized to the mask size.
+    """
+    from pconv_jax.data import center_crop_resize
+
+    chunk = mask_entries[start:stop]
+    size = chunk[0]["mask"].shape[0]
+    gts = np.stack([
+        np.round(center_crop_resize(np.asarray(images[(start + i) % len(images)],
+                                               np.float32) / 255, size) * 255)
+        .astype(np.uint8) for i in range(len(chunk))])
+    return gts, np.stack([e["mask"] for e in chunk])
+
+
+def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: bool = True,
+             methods: Sequence[str] = METHODS) -> tuple[dict, list]:
+    """Metrics of each method per bucket x border: ({method: rows}, example grid rows).
+
+    images: a random-access source of (H,W,3) uint8 images; mask_entries from eval_masks;
+    methods: 'model' (needs `inpainter`) and any of the classical baselines.
     """
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from pconv_jax.data import center_crop_resize
-
-    size = mask_entries[0]["mask"].shape[0]
-    scores = {m: defaultdict(list) for m in METHODS}
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown evaluation methods {unknown}; choose from {METHODS}")
+    if "model" in methods and inpainter is None:
+        raise ValueError("method 'model' needs an inpainter")
+    scores = {m: defaultdict(list) for m in methods}
     examples = []
     bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
     for start in range(0, len(mask_entries), batch_size):
         chunk = mask_entries[start:start + batch_size]
-        gts = np.stack([
-            np.round(center_crop_resize(np.asarray(images[(start + i) % len(images)],
-                                                   np.float32) / 255, size) * 255)
-            .astype(np.uint8) for i in range(len(chunk))])  # (B,S,S,3)
-        masks_b = np.stack([e["mask"] for e in chunk])  # (B,S,S)
-        outputs = {"model": inpainter(gts, masks_b)}
-        for method in METHODS[1:]:
-            outputs[method] = np.stack([baseline(method, g, m) for g, m in zip(gts, masks_b,
-                                                                                strict=True)])
+        gts, masks_b = eval_pairs(images, mask_entries, start, start + batch_size)
+        outputs = {}
+        for method in methods:
+            if method == "model":
+                outputs[method] = inpainter(gts, masks_b)
+            else:
+                outputs[method] = np.stack([baseline(method, g, m)
+                                            for g, m in zip(gts, masks_b, strict=True)])
         target = jnp.asarray(gts, jnp.float32) / 255
         for method, out in outputs.items():
             pred = jnp.asarray(out, jnp.float32) / 255
@@ -102,10 +121,10 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4,
                 scores[method][key].append({k: float(v[i]) for k, v in values.items()})
         if len(examples) < 4:
             examples.append([gts[0] / 255 * masks_b[0][..., None], masks_b[0],
-                             *[outputs[m][0] / 255 for m in METHODS], gts[0] / 255])
+                             *[outputs[m][0] / 255 for m in methods], gts[0] / 255])
         bar.update(len(chunk))
     bar.close()
-    return {m: _rows(scores[m]) for m in METHODS}, examples
+    return {m: _rows(scores[m]) for m in methods}, examples
 
 
 def _rows(scores: dict) -> list[dict]:
