@@ -369,6 +369,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics: dict = {}
     step = start_step
     tick, images_since = time.perf_counter(), 0
+    window: dict[str, float] = {}  # metric sums since the last log line
+    window_steps = 0
 
     def save(at_step: int) -> None:
         nonlocal last_saved
@@ -399,12 +401,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state = new_state
             step += 1
             images_since += global_batch
+            for key, value in step_metrics.items():  # loss and terms: means over the interval
+                window[key] = window.get(key, 0.0) + float(value)
+            window_steps += 1
             if step % config.train.log_every == 0 or step == config.train.steps:
                 now = time.perf_counter()
-                metrics = {"step": step, **{k: float(v) for k, v in step_metrics.items()},
+                metrics = {"step": step, **{k: v / window_steps for k, v in window.items()},
+                           "lr": float(step_metrics["lr"]),
                            "images_per_s": images_since / (now - tick),
                            "phase": 2 if in_phase_two(config, step - 1) else 1}
-                tick, images_since = now, 0
+                tick, images_since, window, window_steps = now, 0, {}, 0
                 log.write(metrics)
             if is_chief and (step % config.train.image_every == 0 or step == config.train.steps):
                 _write_grid(workdir, step, predict, state, sample)
