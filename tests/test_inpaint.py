@@ -206,3 +206,12 @@ def test_images_over_the_pixel_limit_are_refused(inpainter, monkeypatch):
     monkeypatch.setattr(inpaint, "MAX_PIXELS", 30 * 30)
     with pytest.raises(inpaint.InpaintError, match="limit of 900 pixels"):
         inpainter(np.zeros((31, 31, 3), np.uint8), np.ones((31, 31), np.float32))
+
+
+def test_evaluate_rejects_unknown_methods_and_a_missing_model():
+    from pconv_jax.evaluate import evaluate
+
+    with pytest.raises(ValueError, match="unknown evaluation methods \\['bogus'\\]"):
+        evaluate(None, [], [], methods=("bogus",))
+    with pytest.raises(ValueError, match="'model' needs an inpainter"):
+        evaluate(None, [], [], methods=("model",))

@@ -172,3 +172,17 @@ def test_bundled_photos_load_offline():
     source = data.open_source("samples")
     assert len(source) == len(data.BUNDLED_PHOTOS)
     assert all(source[i].dtype == np.uint8 and source[i].shape[2] == 3 for i in range(len(source)))
+
+
+def test_samples_subset_selects_the_named_photos():
+    """'samples:chelsea,coffee' holds exactly those scikit-image photos, in that order."""
+    from skimage import data as skdata
+
+    source = data.open_source("samples:chelsea, coffee")
+    assert len(source) == 2
+    np.testing.assert_array_equal(source[0], skdata.chelsea())
+    np.testing.assert_array_equal(source[1], skdata.coffee())
+    with pytest.raises(ValueError, match="unknown bundled photo 'kitten'.*astronaut"):
+        data.open_source("samples:kitten")
+    with pytest.raises(ValueError, match="no bundled photo named"):
+        data.open_source("samples:")

@@ -69,6 +69,20 @@ def test_restart_resumes_exactly(tmp_path):
 
 
 @pytest.mark.slow
+def test_logged_values_are_means_over_the_log_interval(tmp_path):
+    """With log_every=2 each line holds the mean of the two per-step values that log_every=1
+    logs for the same (deterministic) run; lr is the last step's."""
+    train.train_and_evaluate(tiny_config(steps=4), str(tmp_path / "every"))
+    train.train_and_evaluate(tiny_config(steps=4, log_every=2), str(tmp_path / "pairs"))
+    every, pairs = _read_metrics(tmp_path / "every"), _read_metrics(tmp_path / "pairs")
+    assert [r["step"] for r in pairs] == [2, 4]
+    for line, (a, b) in zip(pairs, [every[0:2], every[2:4]], strict=True):
+        for key in ("loss", *losses.TERMS):
+            assert line[key] == pytest.approx((a[key] + b[key]) / 2, rel=1e-6), key
+        assert line["lr"] == b["lr"]
+
+
+@pytest.mark.slow
 def test_phase_two_freezes_encoder_batchnorm(tmp_path):
     """From train.finetune_step on, encoder BN statistics and affine stop; lr drops to 5e-5."""
     config = tiny_config(steps=2, finetune_step=2)
