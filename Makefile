@@ -12,7 +12,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench demo ablation clean
 
 install: $(STAMP)
 
@@ -34,6 +34,13 @@ bench: install
 
 demo: install
 	$(VPY) -m pconv_jax.train --config experiments/configs/demo.py --workdir runs/demo
+
+# The loss-weight ablation notebook at its default (demo) scale, headless: ~14 min on 2 cores.
+ablation: install
+	@mkdir -p runs
+	$(VENV)/bin/papermill experiments/notebooks/loss_weight_ablation.ipynb runs/ablation.ipynb \
+		-p output_dir runs/ablation $(PAPERMILL_ARGS)
+	@echo "executed notebook: runs/ablation.ipynb; results: runs/ablation/"
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache

@@ -580,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     from absl import flags
     from ml_collections import config_flags
 
+    from pconv_jax.train import TrainingError
+
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "base experiment config file",
                                     flag_values=fv, lock_config=True)
@@ -618,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         fv(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, (AttributeError, KeyError)):
+            overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+            err = f"unknown config key {err} among the overrides {overrides}"
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         if fv.config is None or not fv.workdir or not fv.eval_images:
             raise ExperimentError("--config, --workdir and --eval-images are required")
         standard = paper_variants([float(w) for w in fv.hole_weights])
@@ -634,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                          num_examples=fv.num_examples,
                          task_index=fv.task_index, num_tasks=fv.num_tasks,
                          train=not fv.collect_only)
-    except (flags.Error, ExperimentError, OSError, ValueError, KeyError) as err:
+    except (flags.Error, ExperimentError, TrainingError, OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report = os.path.join(fv.workdir, "table.md")
