@@ -264,10 +264,12 @@ def evaluate_variant(workdir: str, name: str, eval_set: EvalSet, batch_size: int
     inpainter = Inpainter.from_workdir(vdir, steps[-1])
     results, _ = eval_lib.evaluate(inpainter, eval_set.images, eval_set.masks, batch_size,
                                    progress=False, methods=("model",))
-    examples = [inpainter(*eval_lib.eval_pairs(eval_set.images, eval_set.masks, i, i + 1))[0]
-                for i in eval_set.examples]
-    if examples:
-        np.save(os.path.join(vdir, "examples.npy"), np.stack(examples))  # (K,S,S,3) uint8
+    if eval_set.examples:
+        pairs = [eval_lib.eval_pairs(eval_set.images, eval_set.masks, i, i + 1)
+                 for i in eval_set.examples]
+        examples = inpainter(np.concatenate([g for g, _ in pairs]),
+                             np.concatenate([m for _, m in pairs]))
+        np.save(os.path.join(vdir, "examples.npy"), examples)  # (K,S,S,3) uint8
     record = {"step": steps[-1], "eval_key": eval_set.key, "rows": results["model"]}
     _write_json(path, record)
     return record
