@@ -247,4 +247,4 @@ def test_loss_weight_ablation_notebook_runs_headless(tmp_path):
     html = ["".join(o["data"]["text/html"]) for o in outputs if "text/html" in o.get("data", {})]
     tables = [h for h in html if "<table" in h]
     assert len(pngs) == 2  # loss curves and the comparison grid
-    assert len(tables) >= 3  # the grid, the summary and the per-bucket tables
+    assert len(tables) >= 5  # the grid, the run's head, the summary, 3 per-bucket tables
