@@ -43,6 +43,7 @@ def grid_dir(tmp_path_factory):
         partial = experiments.run_grid(grid_config(), VARIANTS, workdir, eval_images=EVAL_IMAGES,
                                        per_bucket=1, num_examples=2, task_index=1, num_tasks=2)
         assert set(partial["variant"]) == {"l1_only"}  # task 1 did only variants[1::2]
+        assert partial.attrs == {"pending": ["paper"], "complete": False}
         assert not os.path.isdir(os.path.join(workdir, "variants", "paper"))
         assert not os.path.exists(os.path.join(workdir, "results.csv"))
         experiments.run_grid(grid_config(), VARIANTS, workdir, eval_images=EVAL_IMAGES,
@@ -180,9 +181,54 @@ def test_rerun_resumes_without_retraining_and_refuses_changed_weights(grid_dir):
                              per_bucket=1, num_examples=2)
     assert (open(log).read(), sorted(os.listdir(ckpts))) == before
     assert open(os.path.join(grid_dir, "results.csv")).read() == csv_before
-    with pytest.raises(experiments.ExperimentError, match="trained with loss weights"):
+    with pytest.raises(experiments.ExperimentError,
+                       match=r"another configuration \(loss.weights.tv: 0.1 -> 1.0\)"):
         experiments.run_grid(grid_config(), {"paper": {"tv": 1.0}}, grid_dir,
                              eval_images=EVAL_IMAGES, per_bucket=1)
+    reseeded = grid_config()
+    reseeded.seed = 5
+    with pytest.raises(experiments.ExperimentError, match=r"\(seed: 0 -> 5\)"):
+        experiments.run_grid(reseeded, VARIANTS, grid_dir, eval_images=EVAL_IMAGES,
+                             per_bucket=1)
+
+
+@pytest.mark.slow
+def test_a_changed_eval_set_is_evaluated_afresh(grid_dir, tmp_path):
+    """More masks per bucket: every variant and baseline is scored again on the 24 new pairs
+    (no cached result of the 12-pair set survives), training is not repeated."""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(grid_dir, workdir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = experiments.run_grid(grid_config(), VARIANTS, str(workdir),
+                                     eval_images=EVAL_IMAGES, per_bucket=2, num_examples=2)
+    assert table.attrs["complete"]
+    overall = table[table["bucket"] == "all"].set_index("variant")
+    assert (overall["count"] == 24).all() and len(overall) == 5
+    assert (overall.loc[list(VARIANTS), "step"] == 3).all()
+    saved = json.load(open(workdir / "results.json"))
+    assert {r["count"] for r in saved if r["bucket"] == "all"} == {24}
+
+
+def test_evaluation_images_must_be_held_out():
+    for train_source, eval_images in [("samples", "samples:chelsea"),
+                                      ("samples:astronaut,chelsea", "samples:chelsea,coffee"),
+                                      ("/data/photos", "/data/photos/val"),
+                                      ("tfds:places365_small/train", "tfds:places365_small/train")]:
+        with pytest.raises(experiments.ExperimentError, match="training"):
+            experiments.check_held_out(train_source, eval_images)
+    experiments.check_held_out("samples:astronaut", "samples:chelsea")
+    experiments.check_held_out("/data/train", "/data/val")
+    experiments.check_held_out("tfds:places365_small/train", "tfds:places365_small/validation")
+
+
+def test_variant_names_must_be_folder_names_and_not_baselines(tmp_path):
+    for name in ("telea", "a/b", ""):
+        with pytest.raises(experiments.ExperimentError, match="variant name"):
+            experiments.run_grid(grid_config(), {name: {}}, str(tmp_path),
+                                 eval_images=EVAL_IMAGES)
 
 
 @pytest.mark.slow
@@ -202,10 +248,11 @@ def test_cli_collects_and_reports_errors(grid_dir, tmp_path):
                          env=ENV)
     assert run.returncode == 2 and "is not term:weight" in run.stderr
     # Collect the trained grid: same base settings as the fixture, no training.
-    overrides = ["--config.data.image_size=32", "--config.model.depth=3",
-                 "--config.model.encoder_widths=(4,8,16)", "--config.model.encoder_kernels=(7,5,5)",
-                 "--config.train.steps=3", "--config.train.batch_size=2",
-                 "--config.data.source=samples:astronaut,rocket"]
+    demo = experiments.config_fingerprint(experiments.load_config(config))
+    wanted = experiments.config_fingerprint(grid_config())
+    overrides = ["--config.train.steps=3"] + [
+        f"--config.{k}=" + (f"({','.join(map(str, v))})" if isinstance(v, list) else str(v))
+        for k, v in wanted.items() if demo.get(k) != v and not k.startswith("loss.")]
     run = subprocess.run(base + overrides + [
         "--workdir", grid_dir, "--eval-images", EVAL_IMAGES, "--per-bucket", "1",
         "--variants", "paper", "--variant", "l1_only=perceptual:0,style:0,tv:0",

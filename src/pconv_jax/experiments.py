@@ -1,15 +1,16 @@
 """Loss-weight ablations: train a grid of `LossWeights` variants and compare them on one eval set.
 
     python -m pconv_jax.experiments --config experiments/configs/demo.py --workdir runs/ablation \
+        --config.data.source=samples:astronaut,rocket,immunohistochemistry,hubble_deep_field \
         --eval-images samples:chelsea,coffee [--variants paper,no_style] [--hole-weights 3,12] \
-        [--variant hole_20=hole:20] [--task-index I --num-tasks N] [--config.train.steps=150]
-    python -m pconv_jax.experiments --config ... --workdir runs/ablation --eval-images ... \
-        --collect-only
+        [--variant hole_20=hole:20] [--task-index I --num-tasks N] [--config.train.steps=200]
+    python -m pconv_jax.experiments ...the same... --collect-only
 
 `run_grid(base_config, variants, workdir, eval_images=...)` trains each variant in
 WORKDIR/variants/NAME (an ordinary training run, so running again resumes or skips it),
 evaluates its final checkpoint on one held-out set of image-mask pairs shared by every variant
-(and by the classical baselines), and writes the comparison to WORKDIR:
+(and by the classical baselines; images that are also training images are refused), and
+writes the comparison to WORKDIR:
 
     results.csv, results.json  the tidy table: one row per variant x hole-ratio bucket x border
                                class, plus a bucket 'all' row per variant; baselines included
@@ -19,13 +20,16 @@ evaluates its final checkpoint on one held-out set of image-mask pairs shared by
 
 Variants split over processes or devices with task_index / num_tasks: a task trains and
 evaluates variants[task_index::num_tasks]; the report is written by whichever task finds every
-variant evaluated (or by --collect-only once they all are).
+variant evaluated (or by --collect-only once they all are). Between runs of one grid only the
+budget (train.steps) and the logging/checkpoint cadence may change: a variant trained under
+any other setting is refused rather than mixed into the table.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -34,7 +38,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -129,6 +133,15 @@ def project_root() -> str:
                             "pconv_jax checkout; run from a clone of the repository")
 
 
+def resolve_path(spec: str, root: str) -> str:
+    """A relative path that exists under `root`, made absolute there; any other spec unchanged
+    (absolute paths, 'samples:...', 'tfds:...', paths relative to the working folder)."""
+    if not spec or os.path.isabs(spec) or spec.startswith(("samples", "tfds:")):
+        return spec
+    candidate = os.path.join(root, spec)
+    return candidate if os.path.exists(candidate) else spec
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """A copy of `config` with dotted keys set, e.g. {'train.steps': 20}; unknown keys raise."""
@@ -176,10 +189,11 @@ class EvalSet:
 
 
 def open_eval_set(workdir: str, images: str, size: int, *, masks: str | None = None,
-                  per_bucket: int = 2, seed: int = 1234, num_examples: int = 4) -> EvalSet:
+                  per_bucket: int = 2, seed: int = 1234, num_examples: int = 4,
+                  tfds_data_dir: str | None = None) -> EvalSet:
     """The pairs: images from `images` (a data source spec), masks from `masks` or generated.
 
-    Generated masks are written once to WORKDIR/eval_masks_S_BxP_seedK (make-eval-set format).
+    Generated masks are written once to WORKDIR/eval_masks_S_bP_seedK (make-eval-set format).
     """
     from pconv_jax import data
     from pconv_jax import masks as mask_lib
@@ -197,70 +211,169 @@ def open_eval_set(workdir: str, images: str, size: int, *, masks: str | None = N
             except OSError:  # another task wrote it first: theirs is identical
                 shutil.rmtree(tmp, ignore_errors=True)
     entries = eval_lib.eval_masks(masks, size, per_bucket, seed)
+    if not entries:
+        raise ExperimentError(f"the eval mask index in {masks} lists no masks")
     if entries[0]["mask"].shape != (size, size):
         raise ExperimentError(f"eval masks in {masks} are {entries[0]['mask'].shape}, "
                               f"not {size}x{size}")
-    source = data.open_source(images)
+    source = data.open_source(images, tfds_data_dir)
     if len(source) == 0:
         raise ExperimentError(f"no evaluation images in {images!r}")
     count = min(num_examples, len(entries))
     examples = tuple(int(i) for i in np.linspace(0, len(entries) - 1, count).round())
-    key = f"{images}|{os.path.abspath(masks)}|{size}|{len(entries)}|examples {list(examples)}"
+    digest = hashlib.sha1()  # the masks' content, not their folder's path
+    for entry in entries:
+        digest.update(f"{entry['bucket']}|{entry['border']}|".encode())
+        digest.update(np.packbits(entry["mask"] > 0).tobytes())
+    key = f"{images}|{size}|masks {digest.hexdigest()[:16]}|examples {list(examples)}"
     return EvalSet(source, entries, key, examples)
+
+
+def check_held_out(train_source: str, eval_images: str) -> None:
+    """Raises ExperimentError when the evaluation images are (partly) the training images."""
+    from pconv_jax.data import BUNDLED_PHOTOS
+
+    def photos(spec: str) -> set[str] | None:
+        if spec == "samples":
+            return set(BUNDLED_PHOTOS)
+        if spec.startswith("samples:"):
+            return {n.strip() for n in spec[len("samples:"):].split(",") if n.strip()}
+        return None
+
+    train_photos, eval_photos = photos(train_source), photos(eval_images)
+    if train_photos is not None and eval_photos is not None:
+        overlap = sorted(train_photos & eval_photos)
+        if overlap:
+            raise ExperimentError(
+                f"evaluation images {overlap} are also training images (data.source = "
+                f"{train_source!r}); hold them out, e.g. data.source = 'samples:"
+                f"{','.join(sorted(train_photos - eval_photos))}'")
+        return
+    if train_source.startswith("tfds:") or eval_images.startswith("tfds:"):
+        same = train_source == eval_images
+    else:
+        a, b = os.path.abspath(train_source), os.path.abspath(eval_images)
+        same = os.path.commonpath([a, b]) in (a, b)
+    if same:
+        raise ExperimentError(f"evaluation images {eval_images!r} overlap the training source "
+                              f"{train_source!r}; evaluate on held-out images")
 
 
 # ---------------------------------------------------------------------------------------------
 # The grid
 # ---------------------------------------------------------------------------------------------
 
+# Keys that may change between runs of one grid: the budget and the bookkeeping cadence.
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.image_every",
+                  "checkpoint.every_steps", "checkpoint.keep", "data.threads")
+REPORT_FILES = ("results.csv", "results.json", "table.md", "loss_curves.png", "comparison.png")
+
 
 def _variant_dir(workdir: str, name: str) -> str:
     return os.path.join(workdir, "variants", name)
 
 
-def _check_existing(workdir: str, name: str, weights: LossWeights) -> None:
-    """A variant folder trained with other weights is an error, not a silent mix-up."""
+def _flat(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Every config value that shapes the trained model (all but RESUMABLE_KEYS), flattened."""
+    flat = _flat(json.loads(config.to_json_best_effort()))
+    return {k: v for k, v in sorted(flat.items()) if k not in RESUMABLE_KEYS}
+
+
+def _config_key(config: ml_collections.ConfigDict) -> str:
+    text = json.dumps(config_fingerprint(config), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _check_existing(workdir: str, name: str, config: ml_collections.ConfigDict) -> None:
+    """A variant folder trained under another configuration is an error, not a silent mix."""
     path = os.path.join(_variant_dir(workdir, name), "config.json")
     if not os.path.isfile(path):
         return
     with open(path) as f:
-        saved = json.load(f).get("loss", {}).get("weights", {})
-    if saved and {k: float(v) for k, v in saved.items()} != weights.as_dict():
+        saved = {k: v for k, v in _flat(json.load(f)).items() if k not in RESUMABLE_KEYS}
+    now = config_fingerprint(config)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
         raise ExperimentError(
-            f"variant {name!r} in {workdir} was trained with loss weights {saved}, now asked "
-            f"for {weights.as_dict()}; give the new variant another name or use a new workdir")
+            f"variant {name!r} in {workdir} was trained under another configuration ({details}"
+            f"{' ...' if len(changed) > 6 else ''}); only {', '.join(RESUMABLE_KEYS)} may "
+            "change between runs of a grid: use a new workdir (output_dir) or variant name")
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+    """write(tmp) then rename onto `path`: tasks of a split grid never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _write_json(path: str, value: Any) -> None:
-    """Writes JSON atomically (tasks of a split grid may read it at any time)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1)
+
+    _atomic(path, write)
 
 
-def evaluate_variant(workdir: str, name: str, eval_set: EvalSet, batch_size: int = 4,
-                     expect_step: int | None = None) -> dict:
-    """Evaluates a variant's newest checkpoint on `eval_set`; cached in variants/NAME/eval.json.
+def _read_json(path: str) -> Any:
+    """The JSON at `path`, or None when it is missing or (being) rewritten."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
-    expect_step: the step training ends at; an unfinished variant is then an error.
-    """
+
+def _checkpoint_steps(vdir: str) -> list[int]:
     from pconv_jax.checkpoint import Checkpointer
+
+    if not os.path.isdir(os.path.join(vdir, "checkpoints")):
+        return []
+    checkpointer = Checkpointer(vdir, keep=1)
+    try:
+        return checkpointer.steps()
+    finally:
+        checkpointer.close()
+
+
+def evaluate_variant(workdir: str, name: str, eval_set: EvalSet,
+                     config: ml_collections.ConfigDict, batch_size: int = 4) -> dict:
+    """Scores a variant's final checkpoint on `eval_set`; cached in variants/NAME/eval.json.
+
+    `config` is the variant's: its training must have reached config.train.steps.
+    """
     from pconv_jax.inpaint import Inpainter
 
     vdir = _variant_dir(workdir, name)
-    steps = Checkpointer(vdir, keep=1).steps()
+    steps = _checkpoint_steps(vdir)
     if not steps:
         raise ExperimentError(f"variant {name!r} has no checkpoint in {vdir}; train it first")
-    if expect_step is not None and steps[-1] < expect_step:
-        raise ExperimentError(f"variant {name!r} is at step {steps[-1]} of {expect_step} in "
-                              f"{vdir}; finish its training first")
-    path = os.path.join(vdir, "eval.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            cached = json.load(f)
-        if cached.get("step") == steps[-1] and cached.get("eval_key") == eval_set.key:
-            return cached
+    if steps[-1] < config.train.steps:
+        raise ExperimentError(f"variant {name!r} is at step {steps[-1]} of {config.train.steps} "
+                              f"in {vdir}; finish its training first")
+    record = {"step": steps[-1], "eval_key": eval_set.key, "config_key": _config_key(config),
+              "weights": {k: float(v) for k, v in config.loss.weights.items()}}
+    cached = _read_json(os.path.join(vdir, "eval.json"))
+    if cached and all(cached.get(k) == v for k, v in record.items()):
+        return cached
     inpainter = Inpainter.from_workdir(vdir, steps[-1])
     results, _ = eval_lib.evaluate(inpainter, eval_set.images, eval_set.masks, batch_size,
                                    progress=False, methods=("model",))
@@ -268,10 +381,10 @@ def evaluate_variant(workdir: str, name: str, eval_set: EvalSet, batch_size: int
         pairs = [eval_lib.eval_pairs(eval_set.images, eval_set.masks, i, i + 1)
                  for i in eval_set.examples]
         examples = inpainter(np.concatenate([g for g, _ in pairs]),
-                             np.concatenate([m for _, m in pairs]))
-        np.save(os.path.join(vdir, "examples.npy"), examples)  # (K,S,S,3) uint8
-    record = {"step": steps[-1], "eval_key": eval_set.key, "rows": results["model"]}
-    _write_json(path, record)
+                             np.concatenate([m for _, m in pairs]))  # (K,S,S,3) uint8
+        _atomic(os.path.join(vdir, "examples.npy"), lambda tmp: np.save(tmp, examples))
+    record["rows"] = results["model"]
+    _write_json(os.path.join(vdir, "eval.json"), record)
     return record
 
 
@@ -293,9 +406,11 @@ def run_grid(
     """Trains and evaluates each variant; returns the tidy table (pandas DataFrame).
 
     variants: {name: LossWeights or overrides of the paper's weights}. Each variant is trained
-    from the same seed and data order as base_config says, in WORKDIR/variants/NAME. With
-    num_tasks > 1 this call handles variants[task_index::num_tasks] only; the table then holds
-    what is evaluated so far, and the report files are written once every variant is.
+    from the same seed, data order and initial model, in WORKDIR/variants/NAME; eval_images
+    must be held out from base_config.data.source. With num_tasks > 1 this call handles
+    variants[task_index::num_tasks] only. `table.attrs['complete']` says whether every variant
+    is in the table (then the report files are written); `table.attrs['pending']` lists the
+    others. train=False only evaluates and reports what is trained.
     """
     from pconv_jax import train as train_lib
 
@@ -303,50 +418,59 @@ def run_grid(
         raise ExperimentError("no variants given")
     if not 0 <= task_index < num_tasks:
         raise ExperimentError(f"task_index {task_index} must lie in [0, num_tasks={num_tasks})")
-    grid = {}
+    check_held_out(base_config.data.source, eval_images)
+    configs = {}
     for name, spec in variants.items():
-        if not _NAME.match(str(name)):
+        if not _NAME.match(str(name)) or name in BASELINES:
             raise ExperimentError(f"variant name {name!r} must be letters, digits, '_', '-' or "
-                                  "'.', as it names a folder")
-        grid[name] = variant_weights(spec)
-        _check_existing(workdir, name, grid[name])
+                                  f"'.' (it names a folder), and not a baseline {BASELINES}")
+        configs[name] = variant_config(base_config, variant_weights(spec))
+    names = list(configs)
+    mine = names[task_index::num_tasks]
+    for name in mine:
+        _check_existing(workdir, name, configs[name])
     size = eval_size or base_config.data.image_size
     eval_set = open_eval_set(workdir, eval_images, size, masks=eval_masks,
-                             per_bucket=per_bucket, seed=eval_seed, num_examples=num_examples)
-    names = list(grid)
-    mine = names[task_index::num_tasks]
+                             per_bucket=per_bucket, seed=eval_seed, num_examples=num_examples,
+                             tfds_data_dir=base_config.data.get("tfds_data_dir") or None)
+    expected = {n: (_config_key(c), c.train.steps) for n, c in configs.items()}
+    _write_json(os.path.join(workdir, "grid.json"), {
+        "variants": {n: c.loss.weights.to_dict() for n, c in configs.items()},
+        "eval": {"images": eval_images, "masks": eval_masks, "size": size,
+                 "per_bucket": per_bucket, "seed": eval_seed, "num_examples": num_examples},
+    })
     for i, name in enumerate(mine):
-        config = variant_config(base_config, grid[name])
-        vdir = _variant_dir(workdir, name)
-        if train:
-            print(f"[{i + 1}/{len(mine)}] variant {name}: {grid[name].as_dict()} -> {vdir}",
-                  flush=True)
+        config, vdir = configs[name], _variant_dir(workdir, name)
+        steps = _checkpoint_steps(vdir)
+        if train and (not steps or steps[-1] < config.train.steps):
+            weights = config.loss.weights.to_dict()
+            print(f"[{i + 1}/{len(mine)}] variant {name}: {weights} -> {vdir}", flush=True)
             result = train_lib.train_and_evaluate(config, vdir)
             if result["step"] < config.train.steps:  # stopped by SIGTERM/SIGINT: saved
                 print(f"variant {name} stopped at step {result['step']}; run the grid again "
                       "to resume", flush=True)
-                return collect(workdir, names)
-        evaluate_variant(workdir, name, eval_set, expect_step=config.train.steps)
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "grid.json"), {
-        "variants": {n: w.as_dict() for n, w in grid.items()},
-        "eval": {"images": eval_images, "masks": eval_masks, "size": size,
-                 "per_bucket": per_bucket, "seed": eval_seed, "num_examples": num_examples},
-    })
-    pending = [n for n in names if not _evaluated(workdir, n, eval_set.key)]
-    if pending:
-        print(f"report not written yet: variants {pending} are not evaluated "
-              "(other tasks, or --collect-only when they are)", flush=True)
-        return collect(workdir, names)
-    return write_report(workdir, names, eval_set)
+                return _incomplete(workdir, names, eval_set.key, expected)
+        elif train:
+            print(f"[{i + 1}/{len(mine)}] variant {name}: trained (step {steps[-1]})", flush=True)
+        if train or steps:
+            evaluate_variant(workdir, name, eval_set, config)
+    table = collect(workdir, names, eval_key=eval_set.key, expected=expected)
+    if table.attrs["pending"]:
+        return _incomplete(workdir, names, eval_set.key, expected)
+    return write_report(workdir, names, eval_set, expected)
 
 
-def _evaluated(workdir: str, name: str, key: str) -> bool:
-    path = os.path.join(_variant_dir(workdir, name), "eval.json")
-    if not os.path.isfile(path):
-        return False
-    with open(path) as f:
-        return json.load(f).get("eval_key") == key
+def _incomplete(workdir: str, names: Sequence[str], eval_key: str, expected: dict):
+    """The partial table; report files from an earlier grid are removed, not left as current."""
+    table = collect(workdir, names, eval_key=eval_key, expected=expected)
+    for name in REPORT_FILES:
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    print(f"report not written: variants {table.attrs['pending']} are not trained and evaluated "
+          "under this grid's settings yet (other tasks, or run again / --collect-only)",
+          flush=True)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,29 +498,36 @@ def _tidy(variant: str, kind: str, step, weights: dict | None, rows: list[dict])
     return tidy
 
 
-def collect(workdir: str, names: Sequence[str] | None = None, baselines: dict | None = None):
-    """The tidy table (pandas DataFrame) of every evaluated variant (and the given baselines)."""
+def collect(workdir: str, names: Sequence[str] | None = None, baselines: dict | None = None,
+            *, eval_key: str | None = None, expected: Mapping[str, tuple] | None = None):
+    """The tidy table (pandas DataFrame) of the evaluated variants and the given baselines.
+
+    With eval_key / expected ({name: (config key, final step)}) only evaluations of that eval
+    set, configuration and budget count; table.attrs['pending'] names the variants left out.
+    """
     import pandas as pd
 
     if names is None:
         folder = os.path.join(workdir, "variants")
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    rows = []
+    rows, pending = [], []
     for name in names:
-        vdir = _variant_dir(workdir, name)
-        path = os.path.join(vdir, "eval.json")
-        if not os.path.isfile(path):
+        record = _read_json(os.path.join(_variant_dir(workdir, name), "eval.json"))
+        current = record is not None and "rows" in record and (
+            eval_key is None or record.get("eval_key") == eval_key) and (
+            expected is None or (record.get("config_key") == expected[name][0]
+                                 and record.get("step", -1) >= expected[name][1]))
+        if not current:
+            pending.append(name)
             continue
-        with open(path) as f:
-            record = json.load(f)
-        with open(os.path.join(vdir, "config.json")) as f:
-            weights = {k: float(v) for k, v in json.load(f)["loss"]["weights"].items()}
-        rows += _tidy(name, "variant", record["step"], weights, record["rows"])
+        rows += _tidy(name, "variant", record["step"], record["weights"], record["rows"])
     for method, method_rows in (baselines or {}).items():
         rows += _tidy(method, "baseline", None, None, method_rows)
     table = pd.DataFrame(rows)
     if not table.empty:
         table["step"] = table["step"].astype("Int64")  # baselines have none
+    table.attrs["pending"] = pending
+    table.attrs["complete"] = not pending
     return table
 
 
@@ -421,23 +552,38 @@ def _baselines(workdir: str, eval_set: EvalSet) -> tuple[dict, dict]:
     return results, examples
 
 
-def write_report(workdir: str, names: Sequence[str], eval_set: EvalSet):
+def write_report(workdir: str, names: Sequence[str], eval_set: EvalSet,
+                 expected: Mapping[str, tuple] | None = None):
     """results.csv/.json, table.md, loss_curves.png and comparison.png; returns the table."""
     baseline_results, baseline_examples = _baselines(workdir, eval_set)
-    table = collect(workdir, names, baseline_results)
+    table = collect(workdir, names, baseline_results, eval_key=eval_set.key, expected=expected)
     records = table.to_dict(orient="records")
     records = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in records]
     _write_json(os.path.join(workdir, "results.json"), records)
-    with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table.columns))
-        writer.writeheader()
-        writer.writerows(records)
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(markdown_table(table))
-    plot_loss_curves(workdir, names).savefig(os.path.join(workdir, "loss_curves.png"), dpi=100)
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(table.columns))
+            writer.writeheader()
+            writer.writerows(records)
+
+    def write_text(text: str) -> Callable[[str], None]:
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.write(text)
+        return write
+
+    _atomic(os.path.join(workdir, "results.csv"), write_csv)
+    _atomic(os.path.join(workdir, "table.md"), write_text(markdown_table(table)))
+    curves = plot_loss_curves(workdir, names)
+    _atomic(os.path.join(workdir, "loss_curves.png"),
+            lambda tmp: curves.savefig(tmp, dpi=100, format="png"))
     comparison = plot_comparison(workdir, names, eval_set, baseline_examples)
+    path = os.path.join(workdir, "comparison.png")
     if comparison is not None:
-        comparison.savefig(os.path.join(workdir, "comparison.png"), dpi=100)
+        _atomic(path, lambda tmp: comparison.savefig(tmp, dpi=100, format="png"))
+    elif os.path.exists(path):  # num_examples = 0: no grid, and no stale one either
+        os.remove(path)
     return table
 
 
@@ -648,12 +794,11 @@ def main(argv: list[str] | None = None) -> int:
     except (flags.Error, ExperimentError, TrainingError, OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = os.path.join(fv.workdir, "table.md")
-    if not table.empty and set(variants) <= set(table["variant"]):
-        with open(report) as f:
+    if table.attrs["complete"]:
+        with open(os.path.join(fv.workdir, "table.md")) as f:
             print(f.read())
-        print(f"wrote {fv.workdir}/results.csv, results.json, table.md, loss_curves.png, "
-              "comparison.png")
+        written = [n for n in REPORT_FILES if os.path.exists(os.path.join(fv.workdir, n))]
+        print(f"wrote {', '.join(written)} in {fv.workdir}")
     return 0
 
 
