@@ -129,6 +129,48 @@ def bench_unet(config: UNetConfig, batch: int, repeats: int) -> dict:
     }
 
 
+def bench_blocks(config: UNetConfig, repeats: int, ceiling_gflops: float) -> list[dict]:
+    """Eval-mode forward block by block (each jitted alone): time, FLOPs, and the time the
+    block would take at the measured convolution ceiling."""
+    model = PConvUNet(config, rngs=nnx.Rngs(0))
+    model.eval()
+    size = config.image_size
+    x = jax.random.uniform(jax.random.key(1), (1, size, size, 3), minval=-1, maxval=1)
+    m = jnp.ones((1, size, size, 1)).at[:, size // 4: size // 2, size // 3:].set(0)
+    skips, rows = [(x, m)], []
+
+    def run(name, block, *inputs):
+        graphdef, state = nnx.split(block)
+
+        def f(state, *args):
+            return nnx.merge(graphdef, state)(*args)
+
+        stats = compiled_stats(f, state, *inputs)
+        seconds = median_seconds(jax.jit(f), state, *inputs, repeats=repeats)
+        out = jax.jit(f)(state, *inputs)
+        rows.append({"block": name, "out_shape": list(out[0].shape), "seconds": seconds,
+                     "flops": stats["flops"], "gflops_per_s": stats["flops"] / seconds / 1e9,
+                     "seconds_at_ceiling": stats["flops"] / (ceiling_gflops * 1e9)})
+        print(f"| {name} | {tuple(out[0].shape)} | {seconds * 1e3:.1f} | "
+              f"{stats['flops'] / 1e9:.2f} | {stats['flops'] / seconds / 1e9:.0f} | "
+              f"{rows[-1]['seconds_at_ceiling'] * 1e3:.1f} |")
+        return out
+
+    print(f"\n| block ({size} px, batch 1) | output | ms | GFLOP | GFLOP/s | ms at ceiling |")
+    print("|---|---|---|---|---|---|")
+    for i, block in enumerate(model.encoder):
+        x, m = run(f"encoder {i + 1}", block, x, m)
+        skips.append((x, m))
+    skips.pop()
+    for j, block in enumerate(model.decoder):
+        x, m = run(f"decoder {j + 1}", block, x, m, skips.pop())
+    total = sum(r["seconds"] for r in rows)
+    ideal = sum(r["seconds_at_ceiling"] for r in rows)
+    print(f"| sum | | {total * 1e3:.1f} | {sum(r['flops'] for r in rows) / 1e9:.1f} | | "
+          f"{ideal * 1e3:.1f} |")
+    return rows
+
+
 def bench_loss(size: int, batch: int, repeats: int) -> dict:
     """loss_terms with VGG16Features against three plain VGG forwards (its forward floor).
 
@@ -263,16 +305,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
-    parser.add_argument("--only", choices=["train", "inpaint"], default=None,
-                        help="run one section only")
+    parser.add_argument("--only", choices=["train", "inpaint", "blocks"], default=None,
+                        help="run one section only (blocks: the 512 px forward block by block)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
 
-    peak, op_rows, net_rows, loss_rows = {}, [], [], []
+    roof, op_rows, net_rows, loss_rows, block_rows = {}, [], [], [], []
+    if args.only in (None, "blocks"):
+        roof = ceiling(repeats)
+        print(f"ceiling: matmul 4096^3 {roof['matmul_gflops_per_s']:.0f} GFLOP/s, "
+              f"conv 3x3 64x64x768->256 {roof['conv_gflops_per_s']:.0f} GFLOP/s")
+    if args.only == "blocks":
+        block_rows = bench_blocks(UNetConfig.tiny(4, 8, 64) if args.quick else UNetConfig.paper(),
+                                  repeats=repeats, ceiling_gflops=roof["conv_gflops_per_s"])
     if args.only is None:
-        peak = ceiling(repeats)
-        print(f"ceiling: matmul 4096^3 {peak['matmul_gflops_per_s']:.0f} GFLOP/s, "
-              f"conv 3x3 64x64x768->256 {peak['conv_gflops_per_s']:.0f} GFLOP/s")
         layers = QUICK_LAYERS if args.quick else LAYERS
         op_rows = [row for spec in layers for row in bench_layer(*spec, repeats=repeats)]
         print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
@@ -331,9 +377,9 @@ def main() -> None:
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": machine(), "repeats": repeats, "ceiling": peak, "ops": op_rows,
+        json.dump({"machine": machine(), "repeats": repeats, "ceiling": roof, "ops": op_rows,
                    "unet": net_rows, "loss": loss_rows, "train": train_rows,
-                   "inpaint": inpaint_rows},
+                   "inpaint": inpaint_rows, "blocks": block_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 
