@@ -36,11 +36,13 @@ demo: install
 	$(VPY) -m pconv_jax.train --config experiments/configs/demo.py --workdir runs/demo
 
 # The loss-weight ablation notebook at its default (demo) scale, headless: ~14 min on 2 cores.
+# Parameters: PAPERMILL_ARGS="-p steps 300 ..."; output folder: ABLATION_DIR.
+ABLATION_DIR ?= runs/ablation
 ablation: install
-	@mkdir -p runs
-	$(VENV)/bin/papermill experiments/notebooks/loss_weight_ablation.ipynb runs/ablation.ipynb \
-		-p output_dir runs/ablation $(PAPERMILL_ARGS)
-	@echo "executed notebook: runs/ablation.ipynb; results: runs/ablation/"
+	@mkdir -p $(ABLATION_DIR)
+	$(VENV)/bin/papermill experiments/notebooks/loss_weight_ablation.ipynb \
+		$(ABLATION_DIR)/notebook.ipynb -p output_dir $(abspath $(ABLATION_DIR)) $(PAPERMILL_ARGS)
+	@echo "executed notebook: $(ABLATION_DIR)/notebook.ipynb; results: $(ABLATION_DIR)/"
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache
