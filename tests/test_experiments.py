@@ -295,3 +295,20 @@ def test_loss_weight_ablation_notebook_runs_headless(tmp_path):
     tables = [h for h in html if "<table" in h]
     assert len(pngs) == 2  # loss curves and the comparison grid
     assert len(tables) >= 5  # the grid, the run's head, the summary, 3 per-bucket tables
+
+
+@pytest.mark.slow
+def test_an_unfinished_grid_reports_pending_and_leaves_no_stale_report(grid_dir, tmp_path):
+    """A variant without a trained model keeps the table incomplete: attrs name it, and the
+    report files of the earlier, complete grid are removed rather than left looking current."""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(grid_dir, workdir)
+    assert (workdir / "results.csv").exists()
+    table = experiments.run_grid(grid_config(), {**VARIANTS, "no_tv": {"tv": 0}}, str(workdir),
+                                 eval_images=EVAL_IMAGES, per_bucket=1, num_examples=2,
+                                 train=False)
+    assert table.attrs == {"pending": ["no_tv"], "complete": False}
+    assert set(table["variant"]) == set(VARIANTS)
+    assert not any((workdir / name).exists() for name in experiments.REPORT_FILES)

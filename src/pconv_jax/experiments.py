@@ -449,21 +449,23 @@ def run_grid(
             if result["step"] < config.train.steps:  # stopped by SIGTERM/SIGINT: saved
                 print(f"variant {name} stopped at step {result['step']}; run the grid again "
                       "to resume", flush=True)
-                return _incomplete(workdir, names, eval_set.key, expected)
+                return _incomplete(workdir, names, eval_set.key, expected, num_tasks == 1)
         elif train:
             print(f"[{i + 1}/{len(mine)}] variant {name}: trained (step {steps[-1]})", flush=True)
         if train or steps:
             evaluate_variant(workdir, name, eval_set, config)
     table = collect(workdir, names, eval_key=eval_set.key, expected=expected)
     if table.attrs["pending"]:
-        return _incomplete(workdir, names, eval_set.key, expected)
+        return _incomplete(workdir, names, eval_set.key, expected, num_tasks == 1)
     return write_report(workdir, names, eval_set, expected)
 
 
-def _incomplete(workdir: str, names: Sequence[str], eval_key: str, expected: dict):
-    """The partial table; report files from an earlier grid are removed, not left as current."""
+def _incomplete(workdir: str, names: Sequence[str], eval_key: str, expected: dict,
+                clear: bool):
+    """The partial table. With `clear` (a single task) report files of an earlier grid are
+    removed rather than left looking current; a split grid's other tasks may be writing them."""
     table = collect(workdir, names, eval_key=eval_key, expected=expected)
-    for name in REPORT_FILES:
+    for name in REPORT_FILES if clear else ():
         path = os.path.join(workdir, name)
         if os.path.exists(path):
             os.remove(path)
