@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     from absl import flags
     from ml_collections import config_flags
 
-    from pconv_jax.train import TrainingError
+    from pconv_jax.train import TrainingError, parse_config_flags
 
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "base experiment config file",
@@ -768,13 +768,9 @@ def main(argv: list[str] | None = None) -> int:
              "num_tasks", "collect_only"))
               + "\n  --config.KEY=VALUE: override a key of the base config")
         return 0
-    try:
-        fv(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
-        if isinstance(err, (AttributeError, KeyError)):
-            overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-            err = f"unknown config key {err} among the overrides {overrides}"
-        print(f"error: {err}", file=sys.stderr)
+    error = parse_config_flags(fv, argv)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         if fv.config is None or not fv.workdir or not fv.eval_images:

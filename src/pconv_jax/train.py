@@ -511,6 +511,23 @@ def _config_path(argv: list[str]) -> str | None:
     return None
 
 
+def parse_config_flags(flag_values, argv: list[str]) -> str | None:
+    """Parses absl flags with a --config file; returns an error message instead of raising."""
+    from absl import flags
+
+    config_path = _config_path(argv)
+    if config_path and not os.path.isfile(config_path):
+        return f"config file not found: {config_path}"
+    try:
+        flag_values(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, (AttributeError, KeyError)):
+            overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+            return f"unknown config key {err} among the overrides {overrides}"
+        return str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m pconv_jax.train --config CONFIG.py --workdir DIR [--config.KEY=VALUE ...]`."""
     from absl import flags
@@ -538,17 +555,9 @@ def main(argv: list[str] | None = None) -> None:
               + "\n  --config.KEY=VALUE: override any config key, e.g. "
                 "--config.train.steps=20 --config.loss.weights.tv=0")
         sys.exit(0)
-    try:
-        flag_values(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
-        if isinstance(err, (AttributeError, KeyError)):
-            overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-            err = f"unknown config key {err} among the overrides {overrides}"
-        print(f"error: {err}\n{usage}", file=sys.stderr)
-        sys.exit(2)
-    config_path = _config_path(argv)
-    if config_path and not os.path.isfile(config_path):
-        print(f"error: config file not found: {config_path}\n{usage}", file=sys.stderr)
+    error = parse_config_flags(flag_values, argv)
+    if error:
+        print(f"error: {error}\n{usage}", file=sys.stderr)
         sys.exit(2)
     config = flag_values.config
     if config is None or not flag_values.workdir:
