@@ -186,6 +186,8 @@ class EvalSet:
     masks: list[dict]  # eval_lib.eval_masks entries: {'mask': (S,S), 'bucket', 'border'}
     key: str  # identifies the set, so a changed set is re-evaluated
     examples: tuple[int, ...]  # pair indices shown in comparison.png
+    example_gts: np.ndarray  # (K,S,S,3) uint8: those pairs' ground truths
+    example_masks: np.ndarray  # (K,S,S), 1 = valid
 
 
 def open_eval_set(workdir: str, images: str, size: int, *, masks: str | None = None,
@@ -226,7 +228,10 @@ def open_eval_set(workdir: str, images: str, size: int, *, masks: str | None = N
         digest.update(f"{entry['bucket']}|{entry['border']}|".encode())
         digest.update(np.packbits(entry["mask"] > 0).tobytes())
     key = f"{images}|{size}|masks {digest.hexdigest()[:16]}|examples {list(examples)}"
-    return EvalSet(source, entries, key, examples)
+    pairs = [eval_lib.eval_pairs(source, entries, i, i + 1) for i in examples]
+    gts = np.concatenate([g for g, _ in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8)
+    masks_k = np.concatenate([m for _, m in pairs]) if pairs else np.zeros((0, size, size))
+    return EvalSet(source, entries, key, examples, gts, masks_k)
 
 
 def check_held_out(train_source: str, eval_images: str) -> None:
@@ -378,10 +383,7 @@ def evaluate_variant(workdir: str, name: str, eval_set: EvalSet,
     results, _ = eval_lib.evaluate(inpainter, eval_set.images, eval_set.masks, batch_size,
                                    progress=False, methods=("model",))
     if eval_set.examples:
-        pairs = [eval_lib.eval_pairs(eval_set.images, eval_set.masks, i, i + 1)
-                 for i in eval_set.examples]
-        examples = inpainter(np.concatenate([g for g, _ in pairs]),
-                             np.concatenate([m for _, m in pairs]))  # (K,S,S,3) uint8
+        examples = inpainter(eval_set.example_gts, eval_set.example_masks)  # (K,S,S,3) uint8
         _atomic(os.path.join(vdir, "examples.npy"), lambda tmp: np.save(tmp, examples))
     record["rows"] = results["model"]
     _write_json(os.path.join(vdir, "eval.json"), record)
@@ -546,11 +548,9 @@ def _baselines(workdir: str, eval_set: EvalSet) -> tuple[dict, dict]:
         results, _ = eval_lib.evaluate(None, eval_set.images, eval_set.masks, progress=False,
                                        methods=BASELINES)
         _write_json(path, {"eval_key": eval_set.key, "results": results})
-    examples = {}
-    for i in eval_set.examples:
-        gt, mask = eval_lib.eval_pairs(eval_set.images, eval_set.masks, i, i + 1)
-        for method in BASELINES:
-            examples.setdefault(method, []).append(eval_lib.baseline(method, gt[0], mask[0]))
+    examples = {method: [eval_lib.baseline(method, gt, mask) for gt, mask
+                         in zip(eval_set.example_gts, eval_set.example_masks, strict=True)]
+                for method in BASELINES}
     return results, examples
 
 
@@ -673,13 +673,9 @@ def plot_comparison(workdir: str, names: Sequence[str], eval_set: EvalSet,
             columns.append((name, np.load(path)))
     for method, images in (baseline_examples or {}).items():
         columns.append((method, np.stack(images)))
-    gts, masks, titles = [], [], []
-    for i in eval_set.examples:
-        gt, mask = eval_lib.eval_pairs(eval_set.images, eval_set.masks, i, i + 1)
-        gts.append(gt[0])
-        masks.append(mask[0])
-        entry = eval_set.masks[i]
-        titles.append(f"{entry['bucket']}{' border' if entry['border'] else ''}")
+    gts, masks = eval_set.example_gts, eval_set.example_masks
+    titles = [f"{e['bucket']}{' border' if e['border'] else ''}"
+              for e in (eval_set.masks[i] for i in eval_set.examples)]
     n_rows, n_cols = len(gts), len(columns) + 2
     fig = Figure(figsize=(1.6 * n_cols, 1.7 * n_rows), layout="constrained")
     axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
