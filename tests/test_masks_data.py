@@ -119,6 +119,44 @@ def test_image_folder_skips_unreadable_files(tmp_path):
     assert all(source[i].ndim == 3 and source[i].shape[2] == 3 for i in range(3))
 
 
+def test_image_folder_with_only_truncated_files_is_a_clear_error(tmp_path):
+    """Files whose header reads but whose data is cut: the next good file stands in for a
+    broken one, and a folder with no decodable file is an error naming the folder."""
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+            tmp_path / name)
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:200])
+    source = data.open_source(str(tmp_path))  # headers are intact: both listed
+    assert len(source) == 2
+    with pytest.warns(UserWarning, match="could not decode"), \
+            pytest.raises(ValueError, match=f"none of the 2 image files below {tmp_path}"):
+        source[0]
+    good = np.full((8, 8, 3), 7, np.uint8)
+    Image.fromarray(good).save(tmp_path / "c.png")
+    source = data.open_source(str(tmp_path))
+    with pytest.warns(UserWarning, match="could not decode"):
+        np.testing.assert_array_equal(source[0], good)  # a.png, b.png broken -> c.png
+
+
+def test_tfds_spec_keeps_builder_config_and_never_downloads(monkeypatch):
+    """tfds:NAME/CONFIG/SPLIT: the split is after the last '/', and data_source is asked not to
+    download (an unprepared dataset must be an error on a training host, not a download)."""
+    import tensorflow_datasets as tfds
+
+    calls = []
+
+    def fake_data_source(name, **kwargs):
+        calls.append((name, kwargs))
+        return [{"image": np.zeros((4, 4, 3), np.uint8)}]
+
+    monkeypatch.setattr(tfds, "data_source", fake_data_source)
+    source = data.open_source("tfds:celeb_a_hq/256/train[:10%]")
+    assert len(source) == 1
+    (name, kwargs), = calls
+    assert name == "celeb_a_hq/256" and kwargs["split"] == "train[:10%]"
+    assert kwargs["download"] is False
+
+
 def test_bad_sources_are_named(tmp_path):
     """A missing folder and a malformed TFDS spec are refused with their names."""
     with pytest.raises(FileNotFoundError, match="nope"):

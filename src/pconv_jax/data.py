@@ -4,7 +4,8 @@ Sources are random-access sequences of (H,W,3) uint8 images:
 - `samples`: photos bundled with scikit-image (offline); `samples:NAME,NAME` a subset of them
   (e.g. to hold some out for evaluation);
 - `tfds:NAME/SPLIT`: a prepared TFDS dataset through `tfds.data_source` (ArrayRecord; no
-  TensorFlow needed), e.g. `tfds:places365_small/train`;
+  TensorFlow needed), e.g. `tfds:places365_small/train` or, with a builder config,
+  `tfds:celeb_a_hq/256/train` (the split follows the last '/'); never downloads;
 - any other string: an image folder, searched recursively for jpg/png/webp/bmp.
 
 `train_dataset` turns a source into a deterministic Grain `MapDataset` of batches
@@ -91,6 +92,8 @@ class ImageFolder(Sequence):
 
     def __init__(self, folder: str):
         files = list_images(folder)
+        self.folder = folder
+        self.broken: set[str] = set()  # files that passed the header check but do not decode
         self.files, bad = [], []
         for path in files:
             try:
@@ -109,12 +112,19 @@ class ImageFolder(Sequence):
         return len(self.files)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        try:
-            return read_rgb(self.files[index])
-        except (OSError, ValueError):  # broken after its header: use the next file instead
-            warnings.warn(f"could not decode {self.files[index]}; using the next image",
-                          stacklevel=2)
-            return self[(index + 1) % len(self)]
+        """Image `index`; a file broken after its header is replaced by the next good one."""
+        for offset in range(len(self.files)):
+            path = self.files[(index + offset) % len(self.files)]
+            if path in self.broken:
+                continue
+            try:
+                return read_rgb(path)
+            except (OSError, ValueError):
+                self.broken.add(path)
+                warnings.warn(f"could not decode {path} (broken after its header); using the "
+                              "next image instead", stacklevel=2)
+        raise ValueError(f"none of the {len(self.files)} image files below {self.folder} "
+                         "could be decoded")
 
 
 class TfdsImages(Sequence):
@@ -124,7 +134,8 @@ class TfdsImages(Sequence):
         import tensorflow_datasets as tfds
 
         try:
-            self.source = tfds.data_source(name, split=split, data_dir=data_dir)
+            # download=False: never start a download or a preparation on a training host
+            self.source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except Exception as err:  # noqa: BLE001 - TFDS raises many kinds; all mean "not usable"
             raise ValueError(
                 f"TFDS dataset '{name}' split '{split}' cannot be opened ({type(err).__name__}: "
@@ -155,7 +166,8 @@ def open_source(spec: str, tfds_data_dir: str | None = None) -> Sequence:
     if spec.startswith("samples:"):
         return BundledPhotos([n.strip() for n in spec[len("samples:"):].split(",") if n.strip()])
     if spec.startswith("tfds:"):
-        name, _, split = spec[len("tfds:"):].partition("/")
+        # the split is after the last '/': NAME may hold a builder config (celeb_a_hq/256)
+        name, _, split = spec[len("tfds:"):].rpartition("/")
         if not name or not split:
             raise ValueError(f"TFDS source must read tfds:NAME/SPLIT, got {spec!r}")
         return TfdsImages(name, split, tfds_data_dir)
