@@ -82,6 +82,37 @@ def test_mask_files_are_thresholded_white_is_hole(tmp_path):
         masks.load_mask_image(str(tmp_path / "bad.png"))
 
 
+def test_mask_folder_skips_unreadable_and_undecodable_files(tmp_path):
+    """A mask folder: unreadable files skipped with a count, files broken after the header
+    replaced by a good one, and a folder without one decodable mask an error naming it."""
+    hole = np.zeros((40, 40), np.uint8)
+    hole[10:30, 10:30] = 255  # white = hole
+    Image.fromarray(hole).save(tmp_path / "good.png")
+    Image.fromarray(hole).save(tmp_path / "cut.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "cut.png").read_bytes()[:60])
+    (tmp_path / "garbage.png").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable mask"):
+        source = masks.MaskSource(32, str(tmp_path))
+    assert len(source.files) == 2
+    rng = np.random.default_rng(0)
+    with pytest.warns(UserWarning, match="could not decode mask"):
+        drawn = [source.sample(rng) for _ in range(8)]  # cut.png is drawn at some point
+    for m in drawn:
+        assert m.shape == (32, 32) and set(np.unique(m)) <= {0.0, 1.0} and (m == 0).any()
+    (tmp_path / "good.png").unlink()
+    with pytest.warns(UserWarning, match="skipped 1 unreadable mask"):
+        source = masks.MaskSource(32, str(tmp_path))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 1 mask files"):
+        source.sample(rng)
+
+
+@pytest.mark.parametrize("hole_range", [(0.0, 0.0), (0.5, 0.2), (0.1, 1.0)])
+def test_mask_source_refuses_impossible_hole_ranges(hole_range):
+    """Generated masks need 0 < lo <= hi < 1; anything else is named, not drawn forever."""
+    with pytest.raises(ValueError, match="hole_range"):
+        masks.MaskSource(32, hole_range=hole_range)
+
+
 def test_make_eval_set_cli(tmp_path):
     """make-eval-set writes N masks per bucket x border class, each truly in its group."""
     out = tmp_path / "eval"

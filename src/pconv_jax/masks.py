@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -185,19 +186,55 @@ class MaskSource:
 
     def __init__(self, size: int, folder: str | None = None, *,
                  hole_range: tuple[float, float] = (0.01, 0.6), hole_is_white: bool = True):
+        lo, hi = (float(v) for v in hole_range)
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"hole_range must be (lo, hi) with 0 < lo <= hi < 1, got {hole_range}")
         self.size = size
-        self.hole_range = hole_range
+        self.hole_range = (lo, hi)
         self.hole_is_white = hole_is_white
-        self.files = list_images(folder) if folder else []
-        if folder and not self.files:
-            raise FileNotFoundError(f"no mask images (png/jpg/webp/bmp) found below {folder}")
+        self.folder = folder
+        self.files = _readable_images(folder) if folder else []
+        self.broken: set[str] = set()  # files whose header reads but whose data does not
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """One (size, size) mask, 1 = valid."""
         if not self.files:
             return irregular_mask(self.size, rng, float(rng.uniform(*self.hole_range)))
-        path = self.files[int(rng.integers(len(self.files)))]
-        return augment(load_mask_image(path, hole_is_white=self.hole_is_white), self.size, rng)
+        first = int(rng.integers(len(self.files)))
+        for offset in range(len(self.files)):  # a broken file: the next good one instead
+            path = self.files[(first + offset) % len(self.files)]
+            if path in self.broken:
+                continue
+            try:
+                mask = load_mask_image(path, hole_is_white=self.hole_is_white)
+            except ValueError:
+                self.broken.add(path)
+                warnings.warn(f"could not decode mask {path}; using the next mask instead",
+                              stacklevel=2)
+                continue
+            return augment(mask, self.size, rng)
+        raise ValueError(f"none of the {len(self.files)} mask files below {self.folder} "
+                         "could be decoded")
+
+
+def _readable_images(folder: str) -> list[str]:
+    """Image files below `folder` whose header reads; the others skipped with a warning."""
+    from PIL import Image
+
+    good, bad = [], []
+    for path in list_images(folder):
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 - reads the header
+            good.append(path)
+        except (OSError, ValueError):
+            bad.append(path)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable mask file(s) in {folder}, e.g. {bad[0]}",
+                      stacklevel=3)
+    if not good:
+        raise FileNotFoundError(f"no readable mask images (png/jpg/webp/bmp) found below {folder}")
+    return good
 
 
 def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:
