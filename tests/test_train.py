@@ -14,6 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
+from pconv_jax import checkpoint as ckpt
 from pconv_jax import losses, train, vgg
 from pconv_jax.model import PConvUNet
 from tests.train_util import TINY_CLI_OVERRIDES, model_arrays, tiny_config
@@ -177,8 +178,15 @@ def test_sigterm_saves_and_the_next_run_resumes(tmp_path):
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
-    """Missing flags, a bad override and a missing VGG file exit non-zero with a message."""
+    """Missing flags, bad overrides or values, a missing VGG file, a workdir that cannot be
+    made and broken config files exit non-zero with a message."""
     base = [sys.executable, "-m", "pconv_jax.train"]
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    syntax_error = tmp_path / "syntax.py"
+    syntax_error.write_text("def get_config(:\n")
+    no_get_config = tmp_path / "noget.py"
+    no_get_config.write_text("x = 1\n")
     cases = [
         (["--config", "experiments/configs/demo.py"], "--workdir are required"),
         (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
@@ -186,11 +194,45 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
         (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
           *TINY_CLI_OVERRIDES, "--config.vgg.weights=/nonexistent/vgg16.safetensors"],
          "vgg.weights"),
+        (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
+          *TINY_CLI_OVERRIDES, "--config.train.log_every=0"], "train.log_every must be"),
+        (["--config", "experiments/configs/demo.py", "--workdir", str(not_a_folder / "run"),
+          *TINY_CLI_OVERRIDES], "cannot create the workdir"),
+        (["--config", str(syntax_error), "--workdir", str(tmp_path)],
+         "cannot load config file"),
+        (["--config", str(no_get_config), "--workdir", str(tmp_path)], "has no get_config()"),
     ]
     for args, message in cases:
         run = subprocess.run(base + args, env=ENV, capture_output=True, text=True, timeout=120)
         assert run.returncode != 0 and message in run.stderr, (args, run.stderr[-1500:])
         assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.log_every", 0), ("train.image_every", 0), ("checkpoint.every_steps", 0),
+    ("checkpoint.keep", 0), ("train.batch_size", 0), ("train.steps", -1), ("num_devices", 0),
+    ("num_devices", 99), ("data.threads", -1), ("data.scale_range", (0.0, 1.0)),
+])
+def test_config_values_that_cannot_work_are_named(key, value):
+    """Counts and intervals outside what a run can use: a TrainingError naming the key."""
+    config = tiny_config()
+    with config.unlocked():
+        section, _, name = key.rpartition(".")
+        (config[section] if section else config)[name] = value
+    with pytest.raises(train.TrainingError, match=key.replace(".", r"\.")):
+        train.check_config(config, device_count=2)
+    train.check_config(tiny_config(), device_count=2)  # the unchanged config passes
+
+
+def test_metrics_log_survives_a_half_written_line(tmp_path):
+    """A killed run leaves a partial last line: resuming drops it and the steps past resume."""
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')
+    log = train.MetricsLog(str(tmp_path), resume_step=2, enabled=True)
+    log.write({"step": 3, "loss": 0.5})
+    log.close()
+    assert [r["step"] for r in _read_metrics(tmp_path)] == [1, 2, 3]
+    assert _read_metrics(tmp_path)[-1]["loss"] == 0.5
 
 
 def test_help_lists_the_flags():
@@ -200,25 +242,48 @@ def test_help_lists_the_flags():
     assert run.returncode == 0 and "--workdir" in run.stdout
 
 
-@pytest.mark.slow
-def test_two_processes_with_jax_distributed(tmp_path):
-    """Two processes on localhost (jax.distributed, CPU): both finish with equal parameters."""
+def _two_processes(workdir: str, *extra: str) -> list[str]:
+    """Runs tests/distributed_driver.py as processes 0 and 1; their stdout (both exit 0)."""
     import portpicker
 
     port = portpicker.pick_unused_port()
-    workdir = str(tmp_path / "dist")
     procs = [subprocess.Popen(
-        [sys.executable, "tests/distributed_driver.py", f"localhost:{port}", str(i), workdir],
+        [sys.executable, "tests/distributed_driver.py", f"localhost:{port}", str(i), workdir,
+         *extra],
         env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=400) for p in procs]
+    try:
+        outs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outs]
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed(tmp_path):
+    """Two processes on localhost (jax.distributed, CPU): both finish with equal parameters."""
+    workdir = str(tmp_path / "dist")
+    _two_processes(workdir)
     first = np.load(os.path.join(workdir, "params_0.npz"))
     second = np.load(os.path.join(workdir, "params_1.npz"))
     assert set(first.files) == set(second.files) and first.files
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_process_stops_both_at_the_same_step(tmp_path):
+    """Multi-host: SIGTERM reaching only process 0 stops both processes at one step (none is
+    left waiting in a collective), with one checkpoint at that step."""
+    workdir = str(tmp_path / "dist_sig")
+    outs = _two_processes(workdir, "sigterm")
+    steps = [int(out.split("stopped at step ")[1].split()[0]) for out in outs]
+    assert steps[0] == steps[1] >= 2
+    assert "SIGTERM: saved step" in outs[0] and "another process" in outs[1]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(steps[0])))
 
 
 def test_missing_config_file_is_a_message(tmp_path):
@@ -263,6 +328,33 @@ def test_unreadable_latest_checkpoint_falls_back(tmp_path):
         result = train.train_and_evaluate(config, str(workdir))
     assert result["step"] == 3
     assert [r["step"] for r in _read_metrics(workdir)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    """Every checkpoint damaged: a clear error, and the run's metrics stay as they were."""
+    workdir = tmp_path / "damaged"
+    train.train_and_evaluate(tiny_config(steps=2), str(workdir))
+    before = (workdir / "metrics.jsonl").read_text()
+    for path in (workdir / "checkpoints").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"), \
+            pytest.raises(ckpt.UnreadableCheckpointError, match=r"none of the checkpoints \[2\]"):
+        train.train_and_evaluate(tiny_config(steps=4), str(workdir))
+    assert (workdir / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.slow
+def test_setting_finetune_step_on_a_phase_one_run_resumes_it(tmp_path):
+    """A phase-1 workdir (finetune_step=-1) resumed with finetune_step set: it continues from
+    its checkpoint into phase 2 (one optimizer structure for every setting)."""
+    workdir = str(tmp_path / "switch")
+    train.train_and_evaluate(tiny_config(steps=2), workdir)
+    result = train.train_and_evaluate(tiny_config(steps=4, finetune_step=3), workdir)
+    records = _read_metrics(workdir)
+    assert result["step"] == 4 and [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["phase"] for r in records] == [1, 1, 1, 2]
 
 
 @pytest.mark.slow

@@ -17,8 +17,16 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 
-class ConfigMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A workdir's checkpoints cannot be used as asked; the message says why and what to do."""
+
+
+class ConfigMismatchError(CheckpointError):
     """The workdir holds checkpoints of another model configuration."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """The workdir holds checkpoints, but none of them could be restored."""
 
 
 class Checkpointer:
@@ -55,7 +63,9 @@ class Checkpointer:
     def restore(self, abstract_state: Any, step: int | None = None,
                 check_meta: dict | None = None,
                 delete_unreadable: bool = False) -> tuple[int, Any, dict, dict] | None:
-        """(step, state, data, meta) of `step`, or of the newest readable step; None if none.
+        """(step, state, data, meta) of `step`, or of the newest readable step.
+
+        None when there is no checkpoint; UnreadableCheckpointError when none can be restored.
 
         abstract_state: the state's structure as jax.ShapeDtypeStruct leaves (with shardings).
         check_meta: entries that must equal the checkpoint's metadata (the model
@@ -92,12 +102,13 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
                                     f"saved steps: {self.steps()}")
         candidates = [step] if step is not None else list(reversed(self.steps()))
-        unreadable = []
+        unreadable, errors = [], []
         for candidate in candidates:
             try:
                 meta = self.read_meta(candidate)
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
                 unreadable.append(candidate)
+                errors.append(_summary(err))
                 warnings.warn(f"checkpoint {candidate} in {self.directory} is unreadable "
                               f"({type(err).__name__}: {err}); trying an older one", stacklevel=3)
                 continue
@@ -112,6 +123,7 @@ class Checkpointer:
                 restored = self.manager.restore(candidate, args=args)
             except Exception as err:  # noqa: BLE001
                 unreadable.append(candidate)
+                errors.append(_summary(err))
                 warnings.warn(f"checkpoint {candidate} in {self.directory} could not be "
                               f"restored ({type(err).__name__}: {err}); trying an older one",
                               stacklevel=3)
@@ -119,6 +131,13 @@ class Checkpointer:
             for broken in unreadable if delete_unreadable else ():
                 self.manager.delete(broken)
             return candidate, restored, meta
+        if candidates:  # never start over silently on top of a run's checkpoints
+            raise UnreadableCheckpointError(
+                f"none of the checkpoints {sorted(candidates)} in {self.directory} could be "
+                f"restored (step {candidates[0]}: {errors[0]}). They may be damaged or hold "
+                "another training setup (e.g. other optimizer settings). Use another --workdir, "
+                "or move that folder away to start over."
+            )
         return None
 
     def close(self) -> None:
@@ -127,11 +146,18 @@ class Checkpointer:
         self.manager.close()
 
 
+def _summary(err: Exception) -> str:
+    """'Type: first line of the message'."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def load_model(workdir: str, model: nnx.Module, step: int | None = None,
                check_meta: dict | None = None) -> int:
     """Restores the model half of a run's newest (or given) checkpoint into `model`; the step.
 
-    No optimizer state is read. Raises FileNotFoundError when no checkpoint is readable.
+    No optimizer state is read. Raises FileNotFoundError when there is no checkpoint and
+    UnreadableCheckpointError when none can be restored.
     """
     checkpointer = Checkpointer(workdir, keep=1000, async_save=False)
     try:

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     from pconv_jax import data
-    from pconv_jax.checkpoint import ConfigMismatchError
+    from pconv_jax.checkpoint import CheckpointError
     from pconv_jax.inpaint import Inpainter, InpaintError
     from pconv_jax.visualize import save_grid
 
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         entries = eval_masks(args.masks, size, args.per_bucket, args.seed)
         images = data.open_source(args.images)  # read lazily, pair by pair
         results, examples = evaluate(inpainter, images, entries, args.batch_size)
-    except (OSError, ValueError, InpaintError, ConfigMismatchError) as err:
+    except (OSError, ValueError, InpaintError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     write_tables(args.out, results)

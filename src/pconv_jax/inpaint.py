@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                   resize_mask=args.resize_mask, batch_size=args.batch_size,
                                   progress=len(jobs) > 1):
             print(line)
-    except (InpaintError, OSError, ckpt.ConfigMismatchError) as err:
+    except (InpaintError, OSError, ckpt.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

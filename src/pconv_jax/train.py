@@ -97,6 +97,30 @@ def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
         raise TrainingError(f"model configuration: {err}") from None
 
 
+def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
+    """Raises TrainingError naming every count or interval of `config` that cannot work."""
+    problems = []
+    for key, least in (("train.steps", 0), ("train.batch_size", 1), ("train.log_every", 1),
+                       ("train.image_every", 1), ("checkpoint.every_steps", 1),
+                       ("checkpoint.keep", 1), ("data.image_size", 1)):
+        section, name = key.split(".")
+        value = config[section][name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            problems.append(f"{key} must be a whole number >= {least}, got {value!r}")
+    num_devices = config.get("num_devices", -1)
+    if num_devices not in (None, -1) and not 1 <= num_devices <= device_count:
+        problems.append(f"num_devices must be -1 (all) or 1..{device_count} (the devices "
+                        f"there are), got {num_devices}")
+    threads = config.data.get("threads", 2)
+    if not isinstance(threads, int) or threads < 0:
+        problems.append(f"data.threads must be a whole number >= 0, got {threads!r}")
+    scale = tuple(config.data.scale_range)
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        problems.append(f"data.scale_range must be (lo, hi) with 0 < lo <= hi, got {scale}")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
 def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
     """LossWeights from `config.loss.weights`."""
     return losses.LossWeights(**{k: float(v) for k, v in config.loss.weights.items()})
@@ -119,14 +143,14 @@ def _is_encoder_bn(path: tuple) -> bool:
 def optimizer_transform(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Adam on the schedule; from the fine-tuning step on, encoder BatchNorm updates are zero.
 
-    One optimizer structure for both phases, so a run resumes in either phase and a phase
-    switch needs no new optimizer state.
+    One optimizer structure whatever `train.finetune_step` is (-1 included), so a run resumes
+    in either phase, and a phase-1 workdir resumes after finetune_step is set.
     """
     schedule = learning_rate(config)
     adam = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
     start = config.train.finetune_step
     if start is None or start < 0:
-        return adam
+        start = jnp.iinfo(jnp.int32).max  # never
     stop = optax.scale_by_schedule(lambda count: jnp.where(count >= start, 0.0, 1.0))
 
     def labels(params):
@@ -196,15 +220,23 @@ class MetricsLog:
         if not enabled:
             return
         if os.path.exists(self.path):  # drop lines past the restored step: none is repeated
+            kept = []
             with open(self.path) as f:
-                kept = [line for line in f if line.strip()
-                        and json.loads(line).get("step", 0) <= resume_step]
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:  # e.g. the half line of a killed process
+                        continue
+                    if record.get("step", 0) <= resume_step:
+                        kept.append(json.dumps(record) + "\n")
             with open(self.path, "w") as f:
                 f.writelines(kept)
         try:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            # purge_step: TensorBoard hides the events a resumed run writes anew
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                        purge_step=resume_step + 1 if resume_step else None)
         except ImportError:  # pragma: no cover - a dependency, but logging must not fail
             self.writer = None
 
@@ -256,6 +288,19 @@ class StopSignal:
     def _handle(self, signum, _frame) -> None:
         self.received = signal.Signals(signum).name
 
+    def agreed(self, processes: int) -> bool:
+        """Whether any process got a signal; every process gets the same answer at a step,
+        so all of them stop (and save) together instead of one waiting in a collective."""
+        if processes == 1:
+            return self.received is not None
+        from jax.experimental import multihost_utils
+
+        anyone = bool(np.any(multihost_utils.process_allgather(
+            np.int32(self.received is not None))))
+        if anyone and self.received is None:
+            self.received = "stop signal on another process"
+        return anyone
+
     def restore(self) -> None:
         """Puts the previous handlers back."""
         for sig, handler in self.previous.items():
@@ -279,7 +324,17 @@ def _load_vgg(config) -> vgg.VGG16Features:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains per `config` in `workdir` (resuming what is there); returns the last metrics."""
+    stop = StopSignal()  # from the start: a signal during set-up also ends in a clean save
+    try:
+        return _train(config, workdir, stop)
+    finally:
+        stop.restore()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) -> dict:
+    """The body of `train_and_evaluate`; `stop` tells it to save and return early."""
     # --- Set-up: devices, mesh, workdir ------------------------------------------------------
+    check_config(config, len(jax.devices()))
     num_devices = config.get("num_devices", -1)
     devices = jax.devices() if num_devices in (None, -1) else jax.devices()[:num_devices]
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
@@ -292,7 +347,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     process, processes = jax.process_index(), jax.process_count()
     local_batch = global_batch // processes
     is_chief = process == 0
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as err:
+        raise TrainingError(f"cannot create the workdir {workdir}: {err.strerror}") from None
 
     # --- Model, loss, optimizer ------------------------------------------------------------------
     model_cfg = unet_config(config)
@@ -332,12 +390,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             masks=masks, shard_index=process, shard_count=processes,
             scale_range=tuple(config.data.scale_range),
         )
+        sample = dataset[0]  # a fixed batch for the image grids; reads the data once
     except (OSError, ValueError) as err:
         raise TrainingError(f"data: {err}") from None
     batches = data_lib.batch_iterator(dataset, threads=config.data.get("threads", 2))
     if data_state is not None:
         batches.set_state(data_state)
-    sample = dataset[0]  # a fixed batch for the image grids
 
     if is_chief:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -362,7 +420,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return step_fns[phase_two]
 
     log = MetricsLog(workdir, start_step, enabled=is_chief)
-    stop = StopSignal()
     progress = _Progress(config.train.steps, start_step, enabled=is_chief)
     state = nnx.state((model, optimizer))
     last_saved = start_step if restored is not None else None
@@ -381,10 +438,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     try:
         while step < config.train.steps:
-            if stop.received:
+            if stop.agreed(processes):
                 break
             train_step, predict = compiled_step(in_phase_two(config, step))
-            local = next(batches)
+            try:
+                local = next(batches)
+            except (OSError, ValueError) as err:  # e.g. no decodable image or mask file left
+                raise TrainingError(f"data at step {step + 1}: {err}") from None
             image = jax.make_array_from_process_local_data(batch_sharding, local["image"])
             mask = jax.make_array_from_process_local_data(batch_sharding, local["mask"])
             new_state, step_metrics = train_step(state, vgg_state, image, mask)
@@ -423,7 +483,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             print(f"\n{stop.received}: saved step {step} in {checkpointer.directory}; "
                   "run the same command to resume", flush=True)
     finally:
-        stop.restore()
         progress.close()
         checkpointer.close()
         log.close()
@@ -521,10 +580,14 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
     try:
         flag_values(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, AttributeError) and "get_config" in str(err):
+            return f"config file {config_path} has no get_config() function"
         if isinstance(err, (AttributeError, KeyError)):
             overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
             return f"unknown config key {err} among the overrides {overrides}"
         return str(err)
+    except Exception as err:  # noqa: BLE001 - the config file is user code: any error is theirs
+        return f"cannot load config file {config_path}: {type(err).__name__}: {err}"
     return None
 
 
@@ -567,7 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _distributed_from_flags(flag_values)
         result = train_and_evaluate(config, flag_values.workdir)
-    except (TrainingError, ckpt.ConfigMismatchError) as err:
+    except (TrainingError, ckpt.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:
