@@ -201,6 +201,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
         (["--config", str(syntax_error), "--workdir", str(tmp_path)],
          "cannot load config file"),
         (["--config", str(no_get_config), "--workdir", str(tmp_path)], "has no get_config()"),
+        (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
+          *TINY_CLI_OVERRIDES, "--coordinator_address=localhost:1", "--num_processes=2",
+          "--process_id=2"], "process id 2 must lie in 0..1"),
     ]
     for args, message in cases:
         run = subprocess.run(base + args, env=ENV, capture_output=True, text=True, timeout=120)
@@ -275,15 +278,37 @@ def test_two_processes_with_jax_distributed(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_process_stops_both_at_the_same_step(tmp_path):
-    """Multi-host: SIGTERM reaching only process 0 stops both processes at one step (none is
-    left waiting in a collective), with one checkpoint at that step."""
-    workdir = str(tmp_path / "dist_sig")
-    outs = _two_processes(workdir, "sigterm")
-    steps = [int(out.split("stopped at step ")[1].split()[0]) for out in outs]
-    assert steps[0] == steps[1] >= 2
-    assert "SIGTERM: saved step" in outs[0] and "another process" in outs[1]
-    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(steps[0])))
+def test_cli_two_processes_stop_together_on_one_sigterm(tmp_path):
+    """`python -m pconv_jax.train --coordinator_address/--num_processes/--process_id`: two
+    processes train together; SIGTERM reaching only process 0 stops both at one step (none is
+    left waiting in a collective), both exit 0, and that step's checkpoint is there."""
+    import portpicker
+
+    workdir = str(tmp_path / "cli_dist")
+    port = portpicker.pick_unused_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "pconv_jax.train", "--config", "experiments/configs/demo.py",
+         "--workdir", workdir, *TINY_CLI_OVERRIDES, "--config.train.steps=10000",
+         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+        env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        metrics = os.path.join(workdir, "metrics.jsonl")
+        deadline = time.time() + 300
+        while time.time() < deadline and not (
+                os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 2):
+            time.sleep(0.5)
+        procs[0].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    saved = [int(out.split(": saved step ")[1].split()[0]) for out, _ in outs]
+    assert saved[0] == saved[1] >= 2
+    assert "SIGTERM: saved step" in outs[0][0] and "another process" in outs[1][0]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(saved[0])))
 
 
 def test_missing_config_file_is_a_message(tmp_path):

@@ -549,8 +549,15 @@ def _distributed_from_flags(flags) -> None:
     if not count or index is None:
         raise TrainingError("multi-process training needs --num_processes and --process_id (or "
                             "JAX_NUM_PROCESSES and JAX_PROCESS_ID) with the coordinator address")
-    jax.distributed.initialize(coordinator_address=address, num_processes=int(count),
-                               process_id=int(index))
+    try:
+        count, index = int(count), int(index)
+    except ValueError:
+        raise TrainingError(f"the number of processes ({count!r}) and the process id "
+                            f"({index!r}) must be whole numbers") from None
+    if not 0 <= index < count:
+        raise TrainingError(f"process id {index} must lie in 0..{count - 1}")
+    jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                               process_id=index)
 
 
 def _latest_grid(workdir: str) -> str:
