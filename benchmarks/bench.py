@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -253,7 +254,6 @@ def bench_train_step(config: UNetConfig, batch: int, repeats: int,
 
 def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
     """Inpainter on uint8 images (NumPy in/out, padding, compositing) and evaluation pairs/s."""
-    import numpy as np
 
     from pconv_jax import evaluate
     from pconv_jax.inpaint import Inpainter
@@ -284,8 +284,11 @@ def ceiling(repeats: int) -> dict:
     conv = jax.jit(lambda x, w: lax.conv_general_dilated(
         x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
     conv_s = median_seconds(conv, x, w, repeats=repeats)
+    a_np = np.asarray(a)  # the same product through NumPy's BLAS: is the limit XLA's?
+    numpy_s = median_seconds(lambda: a_np @ a_np, repeats=repeats)
     return {"matmul_gflops_per_s": 2 * 4096**3 / matmul_s / 1e9,
-            "conv_gflops_per_s": 2 * 64 * 64 * 9 * 768 * 256 / conv_s / 1e9}
+            "conv_gflops_per_s": 2 * 64 * 64 * 9 * 768 * 256 / conv_s / 1e9,
+            "numpy_matmul_gflops_per_s": 2 * 4096**3 / numpy_s / 1e9}
 
 
 def machine() -> dict:
@@ -314,7 +317,8 @@ def main() -> None:
     if args.only in (None, "blocks"):
         roof = ceiling(repeats)
         print(f"ceiling: matmul 4096^3 {roof['matmul_gflops_per_s']:.0f} GFLOP/s, "
-              f"conv 3x3 64x64x768->256 {roof['conv_gflops_per_s']:.0f} GFLOP/s")
+              f"conv 3x3 64x64x768->256 {roof['conv_gflops_per_s']:.0f} GFLOP/s, "
+              f"NumPy's BLAS matmul {roof['numpy_matmul_gflops_per_s']:.0f} GFLOP/s")
     if args.only == "blocks":
         block_rows = bench_blocks(UNetConfig.tiny(4, 8, 64) if args.quick else UNetConfig.paper(),
                                   repeats=repeats, ceiling_gflops=roof["conv_gflops_per_s"])
