@@ -24,7 +24,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from pconv_jax.masks import MaskSource, list_images
+from pconv_jax.masks import MaskSource, readable_images
 
 # Colour photos shipped inside scikit-image (skimage.data): always available offline.
 BUNDLED_PHOTOS: tuple[str, ...] = (
@@ -91,22 +91,9 @@ class ImageFolder(Sequence):
     """Images below a folder (recursive); unreadable files are skipped with a warning."""
 
     def __init__(self, folder: str):
-        files = list_images(folder)
         self.folder = folder
+        self.files = readable_images(folder, "image")
         self.broken: set[str] = set()  # files that passed the header check but do not decode
-        self.files, bad = [], []
-        for path in files:
-            try:
-                with Image.open(path) as im:
-                    im.size  # noqa: B018 - reads the header
-                self.files.append(path)
-            except (OSError, ValueError):
-                bad.append(path)
-        if bad:
-            warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {folder}, e.g. {bad[0]}",
-                          stacklevel=2)
-        if not self.files:
-            raise FileNotFoundError(f"no readable images (jpg/png/webp/bmp) found below {folder}")
 
     def __len__(self) -> int:
         return len(self.files)

@@ -193,7 +193,7 @@ class MaskSource:
         self.hole_range = (lo, hi)
         self.hole_is_white = hole_is_white
         self.folder = folder
-        self.files = _readable_images(folder) if folder else []
+        self.files = readable_images(folder, "mask") if folder else []
         self.broken: set[str] = set()  # files whose header reads but whose data does not
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
@@ -217,23 +217,33 @@ class MaskSource:
                          "could be decoded")
 
 
-def _readable_images(folder: str) -> list[str]:
-    """Image files below `folder` whose header reads; the others skipped with a warning."""
+def _header_reads(path: str) -> bool:
+    """Whether PIL can read the image header of `path`."""
     from PIL import Image
 
-    good, bad = [], []
-    for path in list_images(folder):
-        try:
-            with Image.open(path) as im:
-                im.size  # noqa: B018 - reads the header
-            good.append(path)
-        except (OSError, ValueError):
-            bad.append(path)
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - reads the header
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def readable_images(folder: str, what: str = "image") -> list[str]:
+    """Image files below `folder` whose header reads (sorted); the others are skipped with a
+    warning that counts them. Headers are read by 16 threads (slow or network file systems)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = list_images(folder)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ok = list(pool.map(_header_reads, files))
+    good = [path for path, fine in zip(files, ok, strict=True) if fine]
+    bad = [path for path, fine in zip(files, ok, strict=True) if not fine]
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable mask file(s) in {folder}, e.g. {bad[0]}",
+        warnings.warn(f"skipped {len(bad)} unreadable {what} file(s) in {folder}, e.g. {bad[0]}",
                       stacklevel=3)
     if not good:
-        raise FileNotFoundError(f"no readable mask images (png/jpg/webp/bmp) found below {folder}")
+        raise FileNotFoundError(f"no readable {what} files (png/jpg/webp/bmp) found below {folder}")
     return good
 
 
