@@ -215,3 +215,82 @@ def test_evaluate_rejects_unknown_methods_and_a_missing_model():
         evaluate(None, [], [], methods=("bogus",))
     with pytest.raises(ValueError, match="'model' needs an inpainter"):
         evaluate(None, [], [], methods=("model",))
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    """A 16-bit greyscale PNG reads as round(v / 257) on all three channels (65535 -> 255)."""
+    from pconv_jax.inpaint import read_image
+
+    values = np.random.default_rng(0).integers(0, 65536, (9, 11), dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    image = read_image(str(tmp_path / "grey16.png"))
+    expected = np.round(values / 257).astype(np.uint8)
+    assert image.shape == (9, 11, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(image[..., c], expected)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 reads as displayed (rotated 90° cw)."""
+    from pconv_jax.inpaint import read_image
+
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:, :10] = 255  # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    shown = read_image(str(tmp_path / "phone.jpg"))
+    assert shown.shape == (30, 20, 3)
+    expected = np.rot90(stored, k=-1)  # clockwise: the left band ends on top
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() < 40
+
+
+def test_inpainter_refuses_values_it_would_misread(inpainter):
+    """Float images outside [0,1], other integer dtypes, NaN and all-hole masks are errors;
+    a (H,W,1) mask for one image is the model's own layout and is accepted."""
+    from pconv_jax.inpaint import InpaintError
+
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = np.ones((32, 32), np.float32)
+    mask[8:20, 8:20] = 0
+    cases = [(image.astype(np.float32), mask, r"\[0, 1\]"),
+             (image.astype(np.int64), mask, "uint8"),
+             (np.full((32, 32, 3), np.nan, np.float32), mask, "NaN"),
+             (image, np.zeros_like(mask), "whole image as hole"),
+             (image, np.ones((32, 32, 3)), "does not fit")]
+    for img, m, message in cases:
+        with pytest.raises(InpaintError, match=message):
+            inpainter(img, m)
+    out = inpainter(image, mask[..., None])
+    np.testing.assert_array_equal(out[mask > 0], image[mask > 0])
+
+
+def test_folder_jobs_pair_by_relative_path_and_protect_the_inputs(tmp_path):
+    """Same file names in two subfolders get their own masks and outputs; an output folder
+    inside the inputs and two images sharing a name stem are refused."""
+    from pconv_jax.inpaint import InpaintError, _folder_jobs
+
+    for sub in ("a", "b"):
+        for root in ("images", "masks"):
+            (tmp_path / root / sub).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / root / sub / "x.png")
+    jobs = _folder_jobs(str(tmp_path / "images"), str(tmp_path / "masks"), str(tmp_path / "o"))
+    assert jobs == [(str(tmp_path / "images" / s / "x.png"), str(tmp_path / "masks" / s / "x.png"),
+                     str(tmp_path / "o" / s / "x.png")) for s in ("a", "b")]
+    with pytest.raises(InpaintError, match="inside --images"):
+        _folder_jobs(str(tmp_path / "images"), str(tmp_path / "masks"),
+                     str(tmp_path / "images" / "out"))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a" / "x.jpg")
+    with pytest.raises(InpaintError, match="share one output"):
+        _folder_jobs(str(tmp_path / "images"), str(tmp_path / "masks"), str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize("out", ["filled.jpg", "filled", "folder/"])
+def test_lossy_or_unnamed_outputs_are_refused(out):
+    """JPEG would change the valid pixels; no extension or a folder names no format."""
+    from pconv_jax.inpaint import InpaintError, check_output_path
+
+    with pytest.raises(InpaintError, match="lossless"):
+        check_output_path(out)
+    check_output_path("filled.png")
+    check_output_path("filled.webp")

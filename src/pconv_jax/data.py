@@ -24,7 +24,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from pconv_jax.masks import MaskSource, readable_images
+from pconv_jax.masks import MaskSource, read_uint8, readable_images
 
 # Colour photos shipped inside scikit-image (skimage.data): always available offline.
 BUNDLED_PHOTOS: tuple[str, ...] = (
@@ -82,9 +82,9 @@ class BundledPhotos(Sequence):
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """An image file as (H,W,3) uint8 (greyscale and RGBA converted)."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """An image file as (H,W,3) uint8 as displayed (EXIF orientation, 16-bit scaled);
+    ValueError naming the file when it cannot be read."""
+    return read_uint8(path, "RGB")
 
 
 class ImageFolder(Sequence):

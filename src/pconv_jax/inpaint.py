@@ -3,10 +3,11 @@
     python -m pconv_jax.inpaint --workdir RUN --image photo.jpg --mask mask.png --out out.png
     python -m pconv_jax.inpaint --workdir RUN --images DIR --masks DIR --out DIR [--batch-size 4]
 
-Masks follow common inpainting tools: non-zero (white) = hole; `--invert-mask` for the paper's
-1 = valid. Any image size works: the image is padded to a multiple of 2**depth with the padding
-marked as hole (the network never conditions on it), inpainted, cropped back and composited,
-so every valid pixel comes back bit-identical.
+Masks follow common inpainting tools: white (brighter than 50% grey) = hole; `--invert-mask`
+for the paper's 1 = valid. In folder mode a mask sits at its image's relative path (any
+extension). Any image size works: the image is padded to a multiple of 2**depth with the
+padding marked as hole (the network never conditions on it), inpainted, cropped back and
+composited, so every valid pixel comes back bit-identical (outputs are lossless formats).
 """
 
 from __future__ import annotations
@@ -54,9 +55,14 @@ class Inpainter:
         config_path = os.path.join(path, "config.json")
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{path} is not a training run: no config.json")
-        with open(config_path) as f:
-            config = ml_collections.ConfigDict(json.load(f))
-        model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+        try:
+            with open(config_path) as f:
+                config = ml_collections.ConfigDict(json.load(f))
+            model_config = train.unet_config(config)
+        except (json.JSONDecodeError, KeyError, AttributeError, train.TrainingError) as err:
+            raise InpaintError(f"{config_path} does not describe a usable model "
+                               f"({type(err).__name__}: {err})") from None
+        model = PConvUNet(model_config, rngs=nnx.Rngs(0))
         return cls(model, ckpt.load_model(path, model, step))
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -64,17 +70,18 @@ class Inpainter:
 
         Returns the composite in the image's dtype and range; valid pixels are unchanged.
         """
+        image, masks = np.asarray(image), np.asarray(mask)
         single = image.ndim == 3
         images = image[None] if single else image
-        masks = np.asarray(mask)
-        if masks.ndim == images.ndim:  # (..., 1)
-            masks = masks[..., 0]
-        masks = masks[None] if single else masks
-        if images.ndim != 4 or images.shape[3] != 3:
+        if images.ndim != 4 or images.shape[3] != 3 or 0 in images.shape:
             raise InpaintError(f"image must be (H,W,3) or (N,H,W,3), got {image.shape}")
+        masks = masks[None] if single and masks.ndim in (2, 3) else masks
+        if masks.ndim == 4 and masks.shape[3] == 1:  # (N,H,W,1), the model's layout
+            masks = masks[..., 0]
         if masks.shape != images.shape[:3]:
-            raise InpaintError(f"mask size {masks.shape[1:]} differs from image size "
-                               f"{images.shape[1:3]}")
+            raise InpaintError(f"mask shape {np.shape(mask)} does not fit image shape "
+                               f"{image.shape}: expected (H,W), (H,W,1), (N,H,W) or (N,H,W,1)")
+        _check_values(images, masks)
         h, w = images.shape[1:3]
         if h * w > MAX_PIXELS:
             raise InpaintError(f"image of {h}x{w} pixels exceeds the limit of {MAX_PIXELS} "
@@ -93,26 +100,45 @@ class Inpainter:
         return result[0] if single else result
 
 
+def _check_values(images: np.ndarray, masks: np.ndarray) -> None:
+    """Raises InpaintError for pixel values the inpainter would silently misread."""
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.floating):
+            raise InpaintError(f"images must be uint8 (0..255) or float in [0, 1], got "
+                               f"{images.dtype}")
+        if not np.isfinite(images).all():
+            raise InpaintError("images contain NaN or infinite values")
+        if images.min() < 0 or images.max() > 1:
+            raise InpaintError(f"float images must lie in [0, 1], got {images.min():g}.."
+                               f"{images.max():g} (pass uint8 for 0..255)")
+    if not np.isfinite(masks).all():
+        raise InpaintError("masks contain NaN or infinite values")
+    for i in range(len(masks)):
+        if not (masks[i] > 0).any():
+            raise InpaintError(f"mask {i} marks the whole image as hole: nothing to condition "
+                               "on (1 = valid in the Python API)")
+
+
 def read_image(path: str) -> np.ndarray:
-    """An image file as (H,W,3) uint8; greyscale and RGBA are converted."""
+    """An image file as (H,W,3) uint8 as displayed (greyscale, RGBA, 16-bit, EXIF handled)."""
+    from pconv_jax.masks import read_uint8
+
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise InpaintError(f"cannot read image {path}: {err}") from None
+        return read_uint8(path, "RGB")
+    except ValueError as err:
+        raise InpaintError(str(err)) from None
 
 
 def read_mask(path: str, *, invert: bool, size: tuple[int, int] | None,
               resize: bool) -> np.ndarray:
-    """A mask file as (H,W) float32 with 1 = valid (non-zero pixels are holes unless invert)."""
-    from pconv_jax.masks import resize_nearest
+    """A mask file as (H,W) float32 with 1 = valid: pixels brighter than 50% grey are holes
+    (valid with invert), the threshold the rest of the package uses."""
+    from pconv_jax.masks import load_mask_image, resize_nearest
 
     try:
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("L"))
-    except (OSError, ValueError) as err:
-        raise InpaintError(f"cannot read mask {path}: {err}") from None
-    valid = (grey > 0) if invert else (grey == 0)
+        valid = load_mask_image(path, hole_is_white=not invert) > 0
+    except ValueError as err:
+        raise InpaintError(str(err)) from None
     if size is not None and valid.shape != size:
         if not resize:
             raise InpaintError(f"mask {path} is {valid.shape[1]}x{valid.shape[0]} but the image "
@@ -133,9 +159,24 @@ def load_pair(image_path: str, mask_path: str, *, invert: bool = False,
     return image, valid
 
 
+# Output formats: PNG/BMP/TIFF are lossless; WebP is written lossless; JPEG is refused, since
+# its compression would change the valid pixels the composite promises to keep.
+OUTPUT_FORMATS = (".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def check_output_path(out_path: str) -> None:
+    """Raises InpaintError unless `out_path` names a file in a lossless format."""
+    ext = os.path.splitext(out_path)[1].lower()
+    if out_path.endswith(os.sep) or os.path.isdir(out_path) or ext not in OUTPUT_FORMATS:
+        raise InpaintError(f"output {out_path!r} must be a file ending in one of "
+                           f"{', '.join(OUTPUT_FORMATS)} (lossless, so valid pixels stay exact)")
+
+
 def _save(out_path: str, image: np.ndarray) -> None:
+    check_output_path(out_path)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    Image.fromarray(image).save(out_path)
+    options = {"lossless": True} if out_path.lower().endswith(".webp") else {}
+    Image.fromarray(image).save(out_path, **options)
 
 
 def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
@@ -184,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", help="one image file")
     parser.add_argument("--mask", help="its mask file (white = hole)")
     parser.add_argument("--images", help="folder mode: a folder of images")
-    parser.add_argument("--masks", help="folder mode: masks with the same file stems")
-    parser.add_argument("--out", required=True, help="output file, or folder in folder mode")
+    parser.add_argument("--masks", help="folder mode: masks at the images' relative paths")
+    parser.add_argument("--out", required=True,
+                        help="output file (png/bmp/tiff/webp), or folder in folder mode")
     parser.add_argument("--invert-mask", action="store_true", help="white = valid instead")
     parser.add_argument("--batch-size", type=int, default=4,
                         help="folder mode: images of equal size inpainted together")
@@ -198,33 +240,53 @@ def main(argv: list[str] | None = None) -> int:
     if (single and not (args.image and args.mask)) or \
             (not single and not (args.images and args.masks)):
         parser.error("--image needs --mask and --images needs --masks")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
-        inpainter = Inpainter.from_workdir(args.workdir, args.step)
         if single:
+            check_output_path(args.out)
             jobs = [(args.image, args.mask, args.out)]
         else:
             jobs = _folder_jobs(args.images, args.masks, args.out)
+        inpainter = Inpainter.from_workdir(args.workdir, args.step)
         for line in inpaint_files(inpainter, jobs, invert=args.invert_mask,
                                   resize_mask=args.resize_mask, batch_size=args.batch_size,
                                   progress=len(jobs) > 1):
             print(line)
-    except (InpaintError, OSError, ckpt.CheckpointError) as err:
+    except (InpaintError, OSError, ValueError, ckpt.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
 
 
-def _folder_jobs(images: str, masks: str, out: str) -> list[tuple[str, str, str]]:
-    """(image, mask, output) triples matched by file stem."""
+def _by_relative_stem(folder: str) -> dict[str, str]:
+    """{relative path without extension: file} of the images below `folder`."""
     from pconv_jax.masks import list_images
 
-    by_stem = {os.path.splitext(os.path.basename(p))[0]: p for p in list_images(masks)}
+    found: dict[str, str] = {}
+    for path in list_images(folder):
+        key = os.path.splitext(os.path.relpath(path, folder))[0]
+        if key in found:
+            raise InpaintError(f"{found[key]} and {path} would share one output and one mask; "
+                               "rename one of them")
+        found[key] = path
+    return found
+
+
+def _folder_jobs(images: str, masks: str, out: str) -> list[tuple[str, str, str]]:
+    """(image, mask, output) triples: a mask at the same relative path (any extension) as its
+    image; outputs mirror that path under `out` as PNG."""
+    real_out, real_images = os.path.realpath(out), os.path.realpath(images)
+    if os.path.commonpath([real_out, real_images]) == real_images:
+        raise InpaintError(f"--out {out} lies inside --images {images}: the results would "
+                           "overwrite or mix with the inputs; choose another folder")
+    mask_files = _by_relative_stem(masks)
     jobs = []
-    for path in list_images(images):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem not in by_stem:
-            raise InpaintError(f"no mask for {path} in {masks} (masks match images by name)")
-        jobs.append((path, by_stem[stem], os.path.join(out, f"{stem}.png")))
+    for key, path in sorted(_by_relative_stem(images).items()):
+        if key not in mask_files:
+            raise InpaintError(f"no mask for {path}: expected {os.path.join(masks, key)}.* "
+                               "(masks match images by relative path and name)")
+        jobs.append((path, mask_files[key], os.path.join(out, key + ".png")))
     if not jobs:
         raise InpaintError(f"no images found below {images}")
     return jobs

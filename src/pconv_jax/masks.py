@@ -136,19 +136,42 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
+def read_uint8(path: str, mode: str = "RGB") -> np.ndarray:
+    """An image file as uint8 (H,W,3) for mode 'RGB' or (H,W) for 'L', as it is displayed.
+
+    The EXIF orientation is applied (phone photos), 16-bit greyscale is scaled to 8 bits
+    rather than clipped, greyscale/RGBA/palette images are converted. Raises ValueError naming
+    the file when it cannot be read or is too large for Pillow's safety limit.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float pixels
+                values = np.asarray(im, np.float64)
+                if im.mode == "F" or values.min() < 0 or values.max() > 65535:
+                    raise ValueError(f"pixel values {values.min():g}..{values.max():g} in mode "
+                                     f"{im.mode} are not 8- or 16-bit; save it as 8/16-bit PNG")
+                grey = np.round(values / 257).astype(np.uint8)  # 65535 -> 255
+                return grey if mode == "L" else np.repeat(grey[..., None], 3, axis=2)
+            return np.asarray(im.convert(mode))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
 def load_mask_image(path: str, *, hole_is_white: bool = True, threshold: float = 0.5) -> np.ndarray:
     """Reads a mask image as (H,W) float32 with 1 = valid; bright pixels are holes by default.
 
     NVIDIA's irregular mask set draws holes in white, as most inpainting tools do; pass
     hole_is_white=False for files where white marks the valid region.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("L"), np.float32) / 255.0
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read mask image {path}: {err}") from None
+        grey = read_uint8(path, "L").astype(np.float32) / 255.0
+    except ValueError as err:
+        raise ValueError(f"cannot read mask image {path}: {str(err).split(': ', 1)[-1]}") from None
     bright = grey > threshold
     return (~bright if hole_is_white else bright).astype(np.float32)
 
