@@ -1,5 +1,6 @@
 """pconv_jax.inpaint: any image size, valid pixels untouched, clear errors from the CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -294,3 +295,28 @@ def test_lossy_or_unnamed_outputs_are_refused(out):
         check_output_path(out)
     check_output_path("filled.png")
     check_output_path("filled.webp")
+
+
+def test_eval_masks_bucket_by_pixels_not_by_label(tmp_path):
+    """Index labels are checked against the mask's pixels: a mislabelled mask counts in the
+    bucket its hole ratio gives, one outside (0.01, 0.6] is left out, both with a warning;
+    an index without 'masks' is an error naming it."""
+    from pconv_jax import masks
+    from pconv_jax.evaluate import eval_masks
+
+    hole = np.zeros((40, 40), np.uint8)
+    hole[:, :8] = 255  # 20 % hole on the left border: bucket (0.1,0.2], border
+    Image.fromarray(hole).save(tmp_path / "a.png")
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "full.png")  # 100 % hole
+    index = {"hole_is_white": True, "masks": [
+        {"file": "a.png", "bucket": "(0.5,0.6]", "border": False},
+        {"file": "full.png", "bucket": "0.1-0.2", "border": True}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.warns(UserWarning, match="1 mask.* left out; 1 mask"):
+        entries = eval_masks(str(tmp_path), 40, 1, 0)
+    ratio = float(np.mean(hole > 0))
+    expected = next(masks.bucket_name(b) for b in masks.BUCKETS if b[0] < ratio <= b[1])
+    assert [(e["bucket"], e["border"]) for e in entries] == [(expected, True)]
+    (tmp_path / "index.json").write_text(json.dumps({"files": []}))
+    with pytest.raises(ValueError, match="not a make-eval-set index"):
+        eval_masks(str(tmp_path), 40, 1, 0)

@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -37,14 +38,33 @@ def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> lis
         if not os.path.isfile(index_path):
             raise FileNotFoundError(f"{folder} has no index.json; write one with "
                                     "`python -m pconv_jax.masks make-eval-set --out DIR`")
-        with open(index_path) as f:
-            index = json.load(f)
-        entries = []
-        for entry in index["masks"]:
-            mask = mask_lib.load_mask_image(os.path.join(folder, entry["file"]),
+        try:
+            with open(index_path) as f:
+                index = json.load(f)
+            files = [entry["file"] for entry in index["masks"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{index_path} is not a make-eval-set index: it needs "
+                             f"{{\"masks\": [{{\"file\": ...}}, ...]}} ({type(err).__name__}: "
+                             f"{err})") from None
+        entries, relabelled, outside = [], 0, 0
+        for entry, name in zip(index["masks"], files, strict=True):
+            mask = mask_lib.load_mask_image(os.path.join(folder, name),
                                             hole_is_white=index.get("hole_is_white", True))
-            entries.append({"mask": mask, "bucket": entry["bucket"],
-                            "border": bool(entry["border"])})
+            bucket = mask_lib.bucket_of(mask)  # from the pixels: labels are not trusted
+            if bucket is None:
+                outside += 1
+                continue
+            border = mask_lib.touches_border(mask)
+            relabelled += (entry.get("bucket"), entry.get("border")) != (
+                mask_lib.bucket_name(bucket), border)
+            entries.append({"mask": mask, "bucket": mask_lib.bucket_name(bucket),
+                            "border": border})
+        if outside or relabelled:
+            warnings.warn(f"{folder}: {outside} mask(s) with a hole ratio outside the paper's "
+                          f"(0.01, 0.6] left out; {relabelled} mask(s) counted in the bucket or "
+                          "border class their pixels give, not their index label", stacklevel=2)
+        if not entries:
+            raise ValueError(f"{folder} holds no mask with a hole ratio in (0.01, 0.6]")
         return entries
     import tempfile
 
@@ -93,6 +113,8 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
     import jax.numpy as jnp
     from tqdm import tqdm
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown evaluation methods {unknown}; choose from {METHODS}")
@@ -197,12 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         size = args.size or inpainter.model.config.image_size
         entries = eval_masks(args.masks, size, args.per_bucket, args.seed)
         images = data.open_source(args.images)  # read lazily, pair by pair
+        os.makedirs(args.out, exist_ok=True)  # before the evaluation: fail early
         results, examples = evaluate(inpainter, images, entries, args.batch_size)
+        write_tables(args.out, results)
+        save_grid(os.path.join(args.out, "examples.png"), examples)
     except (OSError, ValueError, InpaintError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    write_tables(args.out, results)
-    save_grid(os.path.join(args.out, "examples.png"), examples)
     with open(os.path.join(args.out, "table.md")) as f:
         print(f.read())
     print(f"wrote {args.out}/metrics.json, table.md, table.csv, examples.png "
