@@ -164,6 +164,21 @@ def test_bad_weight_files(tmp_path):
         vgg.load_vgg16(tmp_path / "vgg.h5")
 
 
+def test_damaged_and_odd_weight_files(tmp_path):
+    """Bytes that are not a safetensors/npz file and non-finite values are named errors; an
+    .npz with an extra non-tensor entry loads (extra keys are ignored, as in torchvision)."""
+    for name in ("garbage.safetensors", "garbage.npz"):
+        (tmp_path / name).write_bytes(b"garbage")
+        with pytest.raises(vgg.WeightFileError, match=f"cannot read .*{name}"):
+            vgg.load_vgg16(tmp_path / name)
+    weights = vgg.random_weights()
+    np.savez(tmp_path / "extra.npz", **weights, notes=np.array({"a": 1}, dtype=object))
+    vgg.load_vgg16(tmp_path / "extra.npz")
+    weights["features.7.bias"] = np.full_like(weights["features.7.bias"], np.nan)
+    with pytest.raises(vgg.WeightFileError, match="'features.7.bias' must hold finite"):
+        vgg.load_vgg16(_write_weights(tmp_path, "npz", weights))
+
+
 def test_pth_without_torch_says_what_to_do(tmp_path):
     """A .pth file on a machine without torch: the error says install torch or convert."""
     try:

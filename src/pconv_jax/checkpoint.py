@@ -159,6 +159,9 @@ def load_model(workdir: str, model: nnx.Module, step: int | None = None,
     No optimizer state is read. Raises FileNotFoundError when there is no checkpoint and
     UnreadableCheckpointError when none can be restored.
     """
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):  # reading must not create the folder
+        raise FileNotFoundError(f"no checkpoint in {workdir}: {directory} does not exist")
     checkpointer = Checkpointer(workdir, keep=1000, async_save=False)
     try:
         restored = checkpointer.restore_model(abstract(nnx.state(model)), step, check_meta)

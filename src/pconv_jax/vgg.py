@@ -92,13 +92,17 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VGG-16 weight file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".safetensors":
-        from safetensors.numpy import load_file
+    try:
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
 
-        return dict(load_file(path))
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return dict(load_file(path))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files if _is_array_entry(data, k)}
+    except Exception as err:  # noqa: BLE001 - each format library raises its own errors
+        raise WeightFileError(f"cannot read {path} as a {suffix} weight file "
+                              f"({type(err).__name__}: {err})") from None
     if suffix in (".pth", ".pt"):
         try:
             import torch
@@ -108,13 +112,26 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 "convert the file on a machine that has it with "
                 "`python -m pconv_jax.vgg convert IN.pth OUT.safetensors`"
             ) from None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - pickle and zip errors of many kinds
+            raise WeightFileError(f"cannot read {path} as a PyTorch weight file "
+                                  f"({type(err).__name__}: {err})") from None
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]
         return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
     raise WeightFileError(
         f"unsupported VGG-16 weight file {path!r}: expected one of {', '.join(SUPPORTED_SUFFIXES)}"
     )
+
+
+def _is_array_entry(data, key: str) -> bool:
+    """Whether an .npz entry loads without pickle (object entries are not tensors: skipped)."""
+    try:
+        data[key]
+        return True
+    except ValueError:
+        return False
 
 
 def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights") -> None:
@@ -130,6 +147,10 @@ def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights") ->
             raise WeightFileError(
                 f"{source}: {key!r} has shape {actual}, expected {shape} (OIHW kernels)"
             )
+        values = np.asarray(weights[key])
+        if not np.issubdtype(values.dtype, np.floating) or not np.isfinite(values).all():
+            raise WeightFileError(f"{source}: {key!r} must hold finite floating-point values "
+                                  f"(dtype {values.dtype})")
 
 
 def load_vgg16(path: str | os.PathLike) -> VGG16Features:
