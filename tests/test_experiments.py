@@ -222,6 +222,8 @@ def test_evaluation_images_must_be_held_out():
     experiments.check_held_out("samples:astronaut", "samples:chelsea")
     experiments.check_held_out("/data/train", "/data/val")
     experiments.check_held_out("tfds:places365_small/train", "tfds:places365_small/validation")
+    experiments.check_held_out("samples", ".")  # bundled photos vs a folder: no shared files
+    experiments.check_held_out(".", "samples:chelsea")
 
 
 def test_variant_names_must_be_folder_names_and_not_baselines(tmp_path):

@@ -254,6 +254,8 @@ def check_held_out(train_source: str, eval_images: str) -> None:
                 f"{train_source!r}); hold them out, e.g. data.source = 'samples:"
                 f"{','.join(sorted(train_photos - eval_photos))}'")
         return
+    if train_photos is not None or eval_photos is not None:
+        return  # bundled photos on one side, a folder or TFDS dataset on the other
     if train_source.startswith("tfds:") or eval_images.startswith("tfds:"):
         same = train_source == eval_images
     else:
