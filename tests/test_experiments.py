@@ -249,6 +249,12 @@ def test_cli_collects_and_reports_errors(grid_dir, tmp_path):
                                  "--variant", "bad=hole"], capture_output=True, text=True,
                          env=ENV)
     assert run.returncode == 2 and "is not term:weight" in run.stderr
+    for flag, message in (("--hole-weights=3,abc", "--hole-weights must be numbers"),
+                          ("--eval-size=0", "--eval-size must be >= 1")):
+        run = subprocess.run(base + ["--workdir", str(tmp_path), "--eval-images", EVAL_IMAGES,
+                                     flag], capture_output=True, text=True, env=ENV)
+        assert run.returncode == 2 and message in run.stderr, run.stderr[-1000:]
+        assert "Traceback" not in run.stderr
     # Collect the trained grid: same base settings as the fixture, no training.
     demo = experiments.config_fingerprint(experiments.load_config(config))
     wanted = experiments.config_fingerprint(grid_config())

@@ -773,7 +773,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if fv.config is None or not fv.workdir or not fv.eval_images:
             raise ExperimentError("--config, --workdir and --eval-images are required")
-        standard = paper_variants([float(w) for w in fv.hole_weights])
+        try:
+            hole_weights = [float(w) for w in fv.hole_weights]
+        except ValueError:
+            raise ExperimentError(f"--hole-weights must be numbers, e.g. 3,12; got "
+                                  f"{','.join(fv.hole_weights)}") from None
+        if fv.eval_size is not None and fv.eval_size < 1:
+            raise ExperimentError(f"--eval-size must be >= 1, got {fv.eval_size}")
+        standard = paper_variants(hole_weights)
         chosen = fv.variants or list(standard)
         unknown = [n for n in chosen if n not in standard]
         if unknown:

@@ -273,7 +273,8 @@ def readable_images(folder: str, what: str = "image") -> list[str]:
 def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:
     """Writes per_bucket masks for every bucket x {border, no border} and an index.json."""
     if per_bucket < 1 or size < 8:
-        raise ValueError(f"need --per-bucket >= 1 and --size >= 8, got {per_bucket}, {size}")
+        raise ValueError(f"evaluation masks need per_bucket >= 1 and size >= 8, got "
+                         f"per_bucket={per_bucket}, size={size}")
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -322,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--size", type=int, default=512, help="mask side in pixels")
     ev.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.per_bucket < 1 or args.size < 8:
+        parser.error(f"need --per-bucket >= 1 and --size >= 8, got {args.per_bucket}, "
+                     f"{args.size}")
     try:
         index = make_eval_set(args.out, args.per_bucket, args.size, args.seed)
     except (OSError, ValueError, RuntimeError) as err:
