@@ -29,11 +29,16 @@ class UnreadableCheckpointError(CheckpointError):
     """The workdir holds checkpoints, but none of them could be restored."""
 
 
+def checkpoint_dir(workdir: str) -> str:
+    """Where a run's checkpoints live: WORKDIR/checkpoints (absolute)."""
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
 class Checkpointer:
     """Save/restore of (state, data iterator state, metadata) under `workdir/checkpoints`."""
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = checkpoint_dir(workdir)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
         )
@@ -159,7 +164,7 @@ def load_model(workdir: str, model: nnx.Module, step: int | None = None,
     No optimizer state is read. Raises FileNotFoundError when there is no checkpoint and
     UnreadableCheckpointError when none can be restored.
     """
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):  # reading must not create the folder
         raise FileNotFoundError(f"no checkpoint in {workdir}: {directory} does not exist")
     checkpointer = Checkpointer(workdir, keep=1000, async_save=False)

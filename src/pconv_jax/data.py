@@ -17,14 +17,13 @@ flip, a mask per example. Its iterator state is a small dict that checkpoints wi
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 
 import grain
 import numpy as np
 from PIL import Image
 
-from pconv_jax.masks import MaskSource, read_uint8, readable_images
+from pconv_jax.masks import MaskSource, first_decodable, read_uint8, readable_images
 
 # Colour photos shipped inside scikit-image (skimage.data): always available offline.
 BUNDLED_PHOTOS: tuple[str, ...] = (
@@ -100,18 +99,8 @@ class ImageFolder(Sequence):
 
     def __getitem__(self, index: int) -> np.ndarray:
         """Image `index`; a file broken after its header is replaced by the next good one."""
-        for offset in range(len(self.files)):
-            path = self.files[(index + offset) % len(self.files)]
-            if path in self.broken:
-                continue
-            try:
-                return read_rgb(path)
-            except (OSError, ValueError):
-                self.broken.add(path)
-                warnings.warn(f"could not decode {path} (broken after its header); using the "
-                              "next image instead", stacklevel=2)
-        raise ValueError(f"none of the {len(self.files)} image files below {self.folder} "
-                         "could be decoded")
+        return first_decodable(self.files, index, self.broken, read_rgb,
+                               f"image files below {self.folder}")
 
 
 class TfdsImages(Sequence):

@@ -113,10 +113,10 @@ def _check_values(images: np.ndarray, masks: np.ndarray) -> None:
                                f"{images.max():g} (pass uint8 for 0..255)")
     if not np.isfinite(masks).all():
         raise InpaintError("masks contain NaN or infinite values")
-    for i in range(len(masks)):
-        if not (masks[i] > 0).any():
-            raise InpaintError(f"mask {i} marks the whole image as hole: nothing to condition "
-                               "on (1 = valid in the Python API)")
+    all_hole = np.flatnonzero(~(masks > 0).reshape(len(masks), -1).any(axis=1))
+    if all_hole.size:
+        raise InpaintError(f"mask {all_hole[0]} marks the whole image as hole: nothing to "
+                           "condition on (1 = valid in the Python API)")
 
 
 def read_image(path: str) -> np.ndarray:

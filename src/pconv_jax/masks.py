@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -136,7 +136,7 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
-def read_uint8(path: str, mode: str = "RGB") -> np.ndarray:
+def read_uint8(path: str, mode: str = "RGB", what: str = "image") -> np.ndarray:
     """An image file as uint8 (H,W,3) for mode 'RGB' or (H,W) for 'L', as it is displayed.
 
     The EXIF orientation is applied (phone photos), 16-bit greyscale is scaled to 8 bits
@@ -156,10 +156,8 @@ def read_uint8(path: str, mode: str = "RGB") -> np.ndarray:
                 grey = np.round(values / 257).astype(np.uint8)  # 65535 -> 255
                 return grey if mode == "L" else np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(im.convert(mode))
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from None
 
 
 def load_mask_image(path: str, *, hole_is_white: bool = True, threshold: float = 0.5) -> np.ndarray:
@@ -168,10 +166,7 @@ def load_mask_image(path: str, *, hole_is_white: bool = True, threshold: float =
     NVIDIA's irregular mask set draws holes in white, as most inpainting tools do; pass
     hole_is_white=False for files where white marks the valid region.
     """
-    try:
-        grey = read_uint8(path, "L").astype(np.float32) / 255.0
-    except ValueError as err:
-        raise ValueError(f"cannot read mask image {path}: {str(err).split(': ', 1)[-1]}") from None
+    grey = read_uint8(path, "L", what="mask image").astype(np.float32) / 255.0
     bright = grey > threshold
     return (~bright if hole_is_white else bright).astype(np.float32)
 
@@ -223,21 +218,31 @@ class MaskSource:
         """One (size, size) mask, 1 = valid."""
         if not self.files:
             return irregular_mask(self.size, rng, float(rng.uniform(*self.hole_range)))
-        first = int(rng.integers(len(self.files)))
-        for offset in range(len(self.files)):  # a broken file: the next good one instead
-            path = self.files[(first + offset) % len(self.files)]
-            if path in self.broken:
-                continue
-            try:
-                mask = load_mask_image(path, hole_is_white=self.hole_is_white)
-            except ValueError:
-                self.broken.add(path)
-                warnings.warn(f"could not decode mask {path}; using the next mask instead",
-                              stacklevel=2)
-                continue
-            return augment(mask, self.size, rng)
-        raise ValueError(f"none of the {len(self.files)} mask files below {self.folder} "
-                         "could be decoded")
+        mask = first_decodable(
+            self.files, int(rng.integers(len(self.files))), self.broken,
+            lambda path: load_mask_image(path, hole_is_white=self.hole_is_white),
+            f"mask files below {self.folder}")
+        return augment(mask, self.size, rng)
+
+
+def first_decodable(files: Sequence[str], start: int, broken: set[str],
+                    read: Callable[[str], np.ndarray], what: str) -> np.ndarray:
+    """read(files[start]), or of the next file that decodes when it does not.
+
+    Files that fail (their header read, their data did not) are added to `broken`, warned
+    about once and skipped from then on; ValueError naming `what` when none decodes.
+    """
+    for offset in range(len(files)):
+        path = files[(start + offset) % len(files)]
+        if path in broken:
+            continue
+        try:
+            return read(path)
+        except (OSError, ValueError):
+            broken.add(path)
+            warnings.warn(f"could not decode {path} (broken after its header); using the "
+                          "next file instead", stacklevel=3)
+    raise ValueError(f"none of the {len(files)} {what} could be decoded")
 
 
 def _header_reads(path: str) -> bool:

@@ -228,7 +228,7 @@ class MetricsLog:
                     except json.JSONDecodeError:  # e.g. the half line of a killed process
                         continue
                     if record.get("step", 0) <= resume_step:
-                        kept.append(json.dumps(record) + "\n")
+                        kept.append(line if line.endswith("\n") else line + "\n")
             with open(self.path, "w") as f:
                 f.writelines(kept)
         try:
