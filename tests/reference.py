@@ -197,3 +197,28 @@ def loss_terms(output, target, mask, features):
                                                                              strict=True)),
         "tv": tv_pairs_loss(comp, m),
     }
+
+
+def augment_reference(mask, size, rng):
+    """The paper's mask augmentation as pconv_jax first wrote it, with SciPy on the full file.
+
+    Holes (mask == 0) grow by 1-3 binary dilations (3x3 cross) with probability 1/2, turn by
+    U(0, 360) degrees about the centre (order 0, what leaves the frame is valid), then a square
+    of side int(min(H,W) * U(0.6, 1)) at a uniform position is cut and resized (nearest,
+    pixel centres) to (size, size). Returns (size,size) float32 with 1 = valid.
+    """
+    from scipy import ndimage
+
+    hole = np.asarray(mask) == 0  # (H,W)
+    if rng.random() < 0.5:
+        hole = ndimage.binary_dilation(hole, iterations=int(rng.integers(1, 4)))
+    angle = rng.uniform(0, 360)
+    hole = ndimage.rotate(hole.astype(np.uint8), angle, reshape=False, order=0,
+                          mode="constant", cval=0).astype(bool)
+    h, w = hole.shape
+    side = int(min(h, w) * rng.uniform(0.6, 1.0))
+    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = hole[top:top + side, left:left + side]
+    # Nearest neighbour by pixel centres: output i reads crop row floor((i + 0.5) * side / size).
+    idx = np.minimum(((np.arange(size) + 0.5) * side / size).astype(int), side - 1)
+    return (~crop[idx][:, idx]).astype(np.float32)

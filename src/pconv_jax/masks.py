@@ -160,32 +160,210 @@ def read_uint8(path: str, mode: str = "RGB", what: str = "image") -> np.ndarray:
         raise ValueError(f"cannot read {what} {path}: {err}") from None
 
 
+# The first bytes of PNG and JPEG files, for choosing the OpenCV decoder.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+def _within_pil_limit(width: int, height: int) -> bool:
+    """Whether PIL decodes a width x height image without a decompression-bomb warning or
+    error (Image.MAX_IMAGE_PIXELS), so that OpenCV may decode it in PIL's place."""
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS is None or width * height <= Image.MAX_IMAGE_PIXELS
+
+
+def _png_decodes_like_pil(data: bytes) -> bool:
+    """Whether OpenCV decodes this PNG to the pixels PIL's read_uint8 gives: a complete,
+    still (not animated) file, 8 bits or fewer per sample, within PIL's size limit, and no
+    EXIF/XMP chunk that could carry an orientation."""
+    if len(data) < 33 or data[12:16] != b"IHDR" or data[24] > 8:
+        return False
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not _within_pil_limit(width, height):
+        return False
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IEND":
+            return True
+        if kind in (b"eXIf", b"acTL"):  # EXIF; animation control (APNG)
+            return False
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):  # PIL reads EXIF and XMP from text chunks too
+            keyword = data[pos + 8:pos + 8 + min(length, 80)].split(b"\0", 1)[0].lower()
+            if b"exif" in keyword or b"xmp" in keyword:
+                return False
+        pos += 12 + length
+    return False  # truncated: PIL decides what it makes of it
+
+
+def _jpeg_decodes_like_pil(data: bytes) -> bool:
+    """Whether OpenCV decodes this JPEG to the pixels PIL's read_uint8 gives: a complete file
+    with 8-bit greyscale or YCbCr samples, within PIL's size limit, and no APP1 (EXIF/XMP
+    orientation) or APP14 (Adobe) segment."""
+    if not data.endswith(b"\xff\xd9"):
+        return False
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the header is over
+            return True
+        if marker in (0xE1, 0xEE):  # APP1 (EXIF, XMP) or APP14 (Adobe colour transform)
+            return False
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if pos + 10 > len(data) or data[pos + 4] != 8 or data[pos + 9] not in (1, 3):
+                return False
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            if not _within_pil_limit(int.from_bytes(data[pos + 7:pos + 9], "big"), height):
+                return False
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
+def _grey_uint8_cv2(path: str) -> np.ndarray | None:
+    """The file's greyscale (H,W) uint8 pixels exactly as read_uint8(path, 'L') gives them,
+    decoded by OpenCV, or None when this file needs PIL (or cannot be read)."""
+    import cv2
+
+    try:
+        with open(path, "rb") as f:  # Python's open: any path, Unicode included
+            data = f.read()
+    except OSError:
+        return None  # PIL raises the error read_uint8 reports
+    if data.startswith(_PNG_SIGNATURE):
+        usable = _png_decodes_like_pil(data)
+    else:
+        usable = data.startswith(_JPEG_SIGNATURE) and _jpeg_decodes_like_pil(data)
+    if not usable:
+        return None
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.dtype != np.uint8:
+        return None
+    if pixels.ndim == 2:
+        return pixels
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        return None
+    # PIL's RGB -> L: L = (19595 R + 38470 G + 7471 B + 2**15) >> 16 (ITU-R 601-2 luma, rounded).
+    # Every product and sum stays below 2**24, so float32 holds them exactly. OpenCV is BGR(A).
+    weights = np.array([[7471, 38470, 19595, 0][:pixels.shape[2]] + [32768]], np.float32)
+    luma = cv2.transform(pixels.astype(np.float32), weights)  # (H,W) float32
+    return np.floor(luma * np.float32(1 / 65536)).astype(np.uint8)
+
+
+def _hole_levels(hole_is_white: bool, threshold: float) -> np.ndarray:
+    """(256,) bool: which grey levels g are holes, by the rule grey / 255 > threshold."""
+    levels = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
+    bright = levels > threshold
+    return bright if hole_is_white else ~bright
+
+
+def _read_grey(path: str) -> np.ndarray:
+    """A mask file's (H,W) uint8 grey levels as read_uint8(path, 'L') gives them, decoded by
+    OpenCV where that gives the same pixels (faster) and by PIL otherwise."""
+    grey = _grey_uint8_cv2(path)
+    return read_uint8(path, "L", what="mask image") if grey is None else grey
+
+
 def load_mask_image(path: str, *, hole_is_white: bool = True, threshold: float = 0.5) -> np.ndarray:
     """Reads a mask image as (H,W) float32 with 1 = valid; bright pixels are holes by default.
 
     NVIDIA's irregular mask set draws holes in white, as most inpainting tools do; pass
-    hole_is_white=False for files where white marks the valid region.
+    hole_is_white=False for files where white marks the valid region. PNG and JPEG files are
+    decoded by OpenCV where that gives PIL's pixels exactly; others (16-bit, EXIF orientation,
+    WebP, ...) by PIL. Raises ValueError naming the file when it cannot be read.
     """
-    grey = read_uint8(path, "L", what="mask image").astype(np.float32) / 255.0
-    bright = grey > threshold
-    return (~bright if hole_is_white else bright).astype(np.float32)
+    import cv2
+
+    valid = (~_hole_levels(hole_is_white, threshold)).astype(np.float32)  # per grey level
+    return cv2.LUT(_read_grey(path), valid)
+
+
+def _load_holes(path: str, hole_is_white: bool) -> np.ndarray:
+    """The holes of a mask file as (H,W) uint8, 1 = hole: load_mask_image(path) == 0."""
+    import cv2
+
+    return cv2.LUT(_read_grey(path), _hole_levels(hole_is_white, 0.5).astype(np.uint8))
+
+
+def _holes(mask: np.ndarray) -> np.ndarray:
+    """(H,W) uint8, 1 where an (H,W) or (H,W,1) mask is 0 (a hole)."""
+    mask = np.asarray(mask)
+    return np.equal(mask[..., 0] if mask.ndim == 3 else mask, 0).view(np.uint8)
 
 
 def augment(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """The paper's mask augmentation: random dilation, rotation and crop, to (size, size)."""
-    from scipy import ndimage
+    """The paper's mask augmentation: random dilation, rotation and crop, to (size, size).
 
-    hole = mask == 0
-    if rng.random() < 0.5:
-        hole = ndimage.binary_dilation(hole, iterations=int(rng.integers(1, 4)))
-    angle = rng.uniform(0, 360)
-    hole = ndimage.rotate(hole.astype(np.uint8), angle, reshape=False, order=0, mode="constant",
-                          cval=0).astype(bool)
+    With probability 1/2 the holes grow by 1-3 steps of a 3x3 cross; the mask turns by an
+    angle uniform in [0, 360) about its centre (what leaves the frame is valid); a square of
+    side min(H,W) * U(0.6, 1) at a uniform position in the frame is cut out and resized
+    (nearest) to (size, size). Returns (size,size) float32 with 1 = valid.
+    """
+    return _augment_holes(_holes(mask), size, rng)
+
+
+def _augment_holes(hole: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """augment for a (H,W) uint8 hole image (1 = hole); the random draws in augment's order."""
+    iterations = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
+    angle = float(rng.uniform(0, 360))
     h, w = hole.shape
     side = int(min(h, w) * rng.uniform(0.6, 1.0))
-    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = hole[top:top + side, left:left + side]
-    return (~resize_nearest(crop, (size, size))).astype(np.float32)
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    return _warp_holes(hole, size, iterations, angle, side, top, left)
+
+
+def _augment_with(mask: np.ndarray, size: int, dilate_iters: int, angle: float, side: int,
+                  top: int, left: int) -> np.ndarray:
+    """augment with its draws given: dilate the holes of the (H,W) mask dilate_iters times by
+    a 3x3 cross, turn by `angle` degrees about the centre, cut the side x side square at
+    (top, left) of the turned frame and resize it (nearest) to (size,size) float32, 1 = valid.
+    """
+    return _warp_holes(_holes(mask), size, dilate_iters, angle, side, top, left)
+
+
+# Output value per warped hole value: 0 (no hole) -> 1.0 (valid), 1 (hole) -> 0.0.
+_VALID_OF_HOLE = np.array([1.0] + [0.0] * 255, np.float32)
+
+
+def _warp_holes(hole: np.ndarray, size: int, dilate_iters: int, angle: float, side: int,
+                top: int, left: int) -> np.ndarray:
+    """_augment_with for a (H,W) uint8 hole image (1 = hole); returns (size,size) float32.
+
+    Turn, crop and resize are one OpenCV warp straight into the output, so the cost follows
+    `size`, not the file. Output pixel (i, j) samples the turned frame at
+    p = (top, left) + ((i, j) + 0.5) * side / size - 0.5, as resize_nearest of the crop does,
+    and the turned frame at p holds the source at R (p - c) + c with c = ((H-1)/2, (W-1)/2),
+    R = [[cos a, sin a], [-sin a, cos a]] in (row, column) order (scipy.ndimage.rotate's
+    convention). Samples outside the source are valid.
+    """
+    import cv2
+
+    if dilate_iters > 0:
+        cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+        hole = cv2.dilate(hole, cross, iterations=int(dilate_iters))  # outside counts as valid
+    h, w = hole.shape
+    cos, sin = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    scale = side / size
+    # The frame position of output pixel (0, 0), relative to the centre c.
+    r0 = top + 0.5 * scale - 0.5 - (h - 1) / 2
+    c0 = left + 0.5 * scale - 0.5 - (w - 1) / 2
+    # OpenCV rounds exact halves to even; a nudge well below any other sub-pixel offset (and
+    # above its float32 error) makes them round up, as resize_nearest's floor(x + 0.5) does.
+    nudge = 0.25 / size
+    # WARP_INVERSE_MAP: source (x, y) = matrix @ (j, i, 1) for output column j and row i.
+    matrix = np.array([
+        [cos * scale, -sin * scale, -sin * r0 + cos * c0 + (w - 1) / 2 + nudge],
+        [sin * scale, cos * scale, cos * r0 + sin * c0 + (h - 1) / 2 + nudge],
+    ])
+    out = cv2.warpAffine(hole, matrix, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # (size,size), 1 = hole
+    return cv2.LUT(out, _VALID_OF_HOLE)
 
 
 def list_images(folder: str) -> list[str]:
@@ -218,11 +396,12 @@ class MaskSource:
         """One (size, size) mask, 1 = valid."""
         if not self.files:
             return irregular_mask(self.size, rng, float(rng.uniform(*self.hole_range)))
-        mask = first_decodable(
+        # augment(load_mask_image(path)) without the float32 mask in between
+        hole = first_decodable(
             self.files, int(rng.integers(len(self.files))), self.broken,
-            lambda path: load_mask_image(path, hole_is_white=self.hole_is_white),
+            lambda path: _load_holes(path, self.hole_is_white),
             f"mask files below {self.folder}")
-        return augment(mask, self.size, rng)
+        return _augment_holes(hole, self.size, rng)
 
 
 def first_decodable(files: Sequence[str], start: int, broken: set[str],
