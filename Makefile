@@ -9,8 +9,25 @@ PYTHON ?= $(if $(PY312),$(PY312),python3)
 
 VENV := .venv
 VPY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+
+# Accelerator build of JAX: `make install ACCEL=cuda12` (cuda13, tpu) installs '.[dev,ACCEL]';
+# empty (the default) is the CPU build. Each ACCEL has its own stamp, so switching re-installs.
+ACCEL ?=
+ACCELS := cuda12 cuda13 tpu
+ifneq ($(filter-out $(ACCELS),$(ACCEL))$(word 2,$(ACCEL)),)
+$(error ACCEL=$(ACCEL) is not valid; use one of: $(ACCELS) (or leave it empty for CPU))
+endif
+comma := ,
+EXTRAS := dev$(if $(ACCEL),$(comma)$(ACCEL))
+STAMP := $(VENV)/.installed$(if $(ACCEL),-$(ACCEL))
+# JAX's plugin packages per accelerator: installing one ACCEL removes the others' plugins (two
+# plugins for one platform conflict). The ACCEL install includes '.[dev]', so it also marks the
+# CPU stamp done: a later `make test` keeps the accelerator. Back to CPU only: make clean install.
+ACCEL_PKGS_cuda12 := jax-cuda12-plugin jax-cuda12-pjrt
+ACCEL_PKGS_cuda13 := jax-cuda13-plugin jax-cuda13-pjrt
+ACCEL_PKGS_tpu := libtpu
+OTHER_ACCELS := $(if $(ACCEL),$(filter-out $(ACCEL),$(ACCELS)))
 
 .PHONY: install test lint bench demo ablation clean
 
@@ -20,8 +37,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, $(PYTHON) is " + sys.version)'
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(VPY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	@touch $(STAMP)
+	$(if $(ACCEL),-$(VPY) -m pip uninstall -q -y --disable-pip-version-check \
+		$(foreach a,$(OTHER_ACCELS),$(ACCEL_PKGS_$(a))) 2>/dev/null)
+	$(VPY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	$(if $(ACCEL),@rm -f $(foreach a,$(OTHER_ACCELS),$(VENV)/.installed-$(a)))
+	@touch $(STAMP)$(if $(ACCEL), $(VENV)/.installed)
 
 test: install
 	$(VPY) -m pytest $(PYTEST_ARGS)
