@@ -1,23 +1,30 @@
 """Image sources and the Grain training pipeline; nothing here knows the model.
 
 Sources are random-access sequences of (H,W,3) uint8 images:
-- `samples`: photos bundled with scikit-image (offline); `samples:NAME,NAME` a subset of them
-  (e.g. to hold some out for evaluation);
+- `samples`: the colour photos bundled with scikit-image (offline); `samples:NAME,NAME` a
+  subset of them (e.g. to hold some out for evaluation), which may also name its greyscale
+  photos (`BUNDLED_GREY`, as three equal channels) for more varied training images;
 - `tfds:NAME/SPLIT`: a prepared TFDS dataset through `tfds.data_source` (ArrayRecord; no
   TensorFlow needed), e.g. `tfds:places365_small/train` or, with a builder config,
   `tfds:celeb_a_hq/256/train` (the split follows the last '/'); never downloads;
 - any other string: an image folder, searched recursively for jpg/png/webp/bmp.
 
 `train_dataset` turns a source into a deterministic Grain `MapDataset` of batches
-{"image": (B,S,S,3) float32 in [0,1], "mask": (B,S,S,1) float32, 1 = valid}: per-process
+{"image": (B,S,S,3) uint8, "mask": (B,S,S,1) uint8 holding 0/1, 1 = valid}: per-process
 shard, shuffle from the seed (a new order every epoch), random resize/crop and horizontal
-flip, a mask per example. Its iterator state is a small dict that checkpoints with the model.
+flip, a mask per example. Batches stay uint8 (a quarter of float32's bytes) until the jitted
+step turns them into floats on the device. Each example's randomness comes from its index and
+the seed alone, so `batch_iterator` gives the same batches with any number of worker
+processes, and its state is {"next_index": k}: it checkpoints with the model and resumes
+with another worker count. JPEG files are decoded at 1/2, 1/4 or 1/8 scale when the crop
+needs no more, with OpenCV, which decodes and resizes several times faster than Pillow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 
 import grain
 import numpy as np
@@ -29,15 +36,22 @@ from pconv_jax.masks import MaskSource, first_decodable, read_uint8, readable_im
 BUNDLED_PHOTOS: tuple[str, ...] = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
 )
+# Its greyscale photos (also offline): textures and scenes that vary a small training set.
+BUNDLED_GREY: tuple[str, ...] = (
+    "camera", "coins", "moon", "clock", "brick", "grass", "gravel", "cell",
+)
 
 
 def bundled_photo(name: str) -> np.ndarray:
-    """One bundled photo as (H,W,3) float32 in [0, 1]."""
+    """One bundled photo as (H,W,3) float32 in [0, 1] (a grey one as three equal channels)."""
     from skimage import data as skdata
 
-    if name not in BUNDLED_PHOTOS:
-        raise ValueError(f"unknown bundled photo {name!r}; choose from {', '.join(BUNDLED_PHOTOS)}")
+    if name not in BUNDLED_PHOTOS + BUNDLED_GREY:
+        raise ValueError(f"unknown bundled photo {name!r}; choose from "
+                         f"{', '.join(BUNDLED_PHOTOS + BUNDLED_GREY)}")
     image = np.asarray(getattr(skdata, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
     return (image[..., :3].astype(np.float32) / 255.0).clip(0.0, 1.0)
 
 
@@ -64,6 +78,17 @@ def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BICUBIC))
 
 
+def resize_fast(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV resize of (H,W,3) uint8 to (h, w): area averaging down, bicubic up."""
+    import cv2
+
+    if image.shape[:2] == tuple(size):
+        return image
+    shrink = size[0] < image.shape[0]
+    return cv2.resize(np.ascontiguousarray(image), (size[1], size[0]),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
 class BundledPhotos(Sequence):
     """The scikit-image sample photos (all, or those named) as a source of uint8 images."""
 
@@ -86,6 +111,34 @@ def read_rgb(path: str) -> np.ndarray:
     return read_uint8(path, "RGB")
 
 
+_REDUCED = ((8, "IMREAD_REDUCED_COLOR_8"), (4, "IMREAD_REDUCED_COLOR_4"),
+            (2, "IMREAD_REDUCED_COLOR_2"), (1, "IMREAD_COLOR"))
+
+
+def read_rgb_at_least(path: str, min_side: int) -> np.ndarray:
+    """`read_rgb`, but a JPEG is decoded at the smallest of 1, 1/2, 1/4, 1/8 scale whose
+    shorter side is still >= min_side (OpenCV's DCT scaling; EXIF orientation applied)."""
+    import cv2
+
+    try:
+        with Image.open(path) as im:
+            fmt, (w, h) = im.format, im.size
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    if fmt != "JPEG":
+        return read_rgb(path)
+    flag = next(flag for f, flag in _REDUCED if f == 1 or min(w, h) // f >= min_side)
+    encoded = np.fromfile(path, np.uint8)
+    # OpenCV decodes a truncated JPEG as grey without an error; one that lacks its end marker
+    # goes to Pillow, which refuses it, as does an unusual JPEG that OpenCV cannot decode.
+    if b"\xff\xd9" not in encoded[-64:].tobytes():
+        return read_rgb(path)
+    image = cv2.imdecode(encoded, getattr(cv2, flag))  # (H/f,W/f,3) BGR
+    if image is None:
+        return read_rgb(path)
+    return np.ascontiguousarray(image[..., ::-1])
+
+
 class ImageFolder(Sequence):
     """Images below a folder (recursive); unreadable files are skipped with a warning."""
 
@@ -100,6 +153,12 @@ class ImageFolder(Sequence):
     def __getitem__(self, index: int) -> np.ndarray:
         """Image `index`; a file broken after its header is replaced by the next good one."""
         return first_decodable(self.files, index, self.broken, read_rgb,
+                               f"image files below {self.folder}")
+
+    def read_at_least(self, index: int, min_side: int) -> np.ndarray:
+        """Image `index` with its shorter side >= min_side (or whole), as cheaply as it reads."""
+        return first_decodable(self.files, index, self.broken,
+                               lambda path: read_rgb_at_least(path, min_side),
                                f"image files below {self.folder}")
 
 
@@ -154,31 +213,56 @@ def open_source(spec: str, tfds_data_dir: str | None = None) -> Sequence:
     return ImageFolder(spec)
 
 
+def read_image(source: Sequence, index: int, min_side: int) -> np.ndarray:
+    """source[index] as (H,W,3) uint8; sources with `read_at_least` may return it smaller,
+    down to a shorter side of min_side (reduced-size JPEG decoding)."""
+    read_at_least = getattr(source, "read_at_least", None)
+    return read_at_least(index, min_side) if read_at_least else source[index]
+
+
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
                 scale_range: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Resize so the shorter side is size * U(scale_range) (at least size), random-crop, flip."""
+    return crop_flip(image, size, draw_short_side(size, rng, scale_range), rng)
+
+
+def draw_short_side(size: int, rng: np.random.Generator,
+                    scale_range: tuple[float, float]) -> int:
+    """The shorter side (>= size) an image is resized to before cropping: size * U(range)."""
+    return max(size, int(round(size * rng.uniform(*scale_range))))
+
+
+def crop_flip(image: np.ndarray, size: int, short: int, rng: np.random.Generator) -> np.ndarray:
+    """(H,W,3) uint8 resized to a shorter side of `short`, a random (size,size) crop, a random
+    horizontal flip."""
     h, w = image.shape[:2]
-    short = max(size, int(round(size * rng.uniform(*scale_range))))
     if min(h, w) != short:
         factor = short / min(h, w)
-        image = resize_uint8(image, (max(short, round(h * factor)), max(short, round(w * factor))))
+        image = resize_fast(image, (max(short, round(h * factor)), max(short, round(w * factor))))
         h, w = image.shape[:2]
     top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
     crop = image[top:top + size, left:left + size]
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def example_fn(
-    size: int, masks: MaskSource, scale_range: tuple[float, float]
-) -> Callable[[np.ndarray, np.random.Generator], dict]:
-    """The per-example transform: crop/flip the image, draw a mask."""
+@dataclasses.dataclass(frozen=True)
+class TrainExample:
+    """The per-example transform (index, rng) -> {"image": (S,S,3) uint8, "mask": (S,S,1)
+    uint8 0/1}: read at the needed size, resize, crop, flip; draw and augment a mask."""
 
-    def prepare(image: np.ndarray, rng: np.random.Generator) -> dict:
-        crop = random_crop(image, size, rng, scale_range)
-        return {"image": crop.astype(np.float32) / 255.0,  # (S,S,3)
-                "mask": masks.sample(rng)[..., None]}  # (S,S,1)
+    source: Sequence
+    size: int
+    masks: MaskSource
+    scale_range: tuple[float, float] = (1.0, 1.0)
 
-    return prepare
+    def __call__(self, index: int, rng: np.random.Generator) -> dict:
+        """Example `index` of the source, its randomness all from `rng`."""
+        short = draw_short_side(self.size, rng, self.scale_range)
+        image = read_image(self.source, int(index), short)
+        crop = crop_flip(image, self.size, short, rng)  # (S,S,3)
+        mask = self.masks.sample(rng)  # (S,S) 1 = valid
+        return {"image": np.ascontiguousarray(crop),
+                "mask": (mask > 0.5).astype(np.uint8)[..., None]}  # (S,S,1)
 
 
 def train_dataset(
@@ -192,16 +276,96 @@ def train_dataset(
     shard_count: int = 1,
     scale_range: tuple[float, float] = (1.0, 1.0),
 ) -> grain.MapDataset:
-    """An endless, deterministic MapDataset of training batches for one process."""
+    """An endless, deterministic MapDataset of uint8 training batches for one process."""
     if len(source) < shard_count:
         raise ValueError(f"{len(source)} images cannot be shared among {shard_count} processes")
-    ds = grain.MapDataset.source(source)[shard_index::shard_count]
+    ds = grain.MapDataset.range(len(source))[shard_index::shard_count]  # image indices
     ds = ds.seed(seed).shuffle().repeat()
-    ds = ds.random_map(example_fn(image_size, masks, scale_range))
+    ds = ds.random_map(TrainExample(source, image_size, masks, tuple(scale_range)))
     return ds.batch(local_batch, drop_remainder=True)
 
 
-def batch_iterator(ds: grain.MapDataset, threads: int = 2):
-    """A checkpointable iterator (get_state/set_state) with background reading threads."""
-    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
-    return iter(ds.to_iter_dataset(options))
+def default_workers() -> int:
+    """Worker processes when `data.workers` is -1: the cores left after the trainer's own
+    process, at most 16 (0 on a single core)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(16, cores - 1))
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+    """Runs first in each worker process: one OpenCV thread (the workers are the parallelism)."""
+    import cv2
+
+    del worker_index, worker_count
+    cv2.setNumThreads(1)
+
+
+class BatchIterator(Iterator):
+    """Batches of a MapDataset from a position on, read by threads or worker processes.
+
+    The state is {"next_index": k}, the position of the next batch: the same for any worker
+    count, so a run resumes exactly with another `workers` setting. `close()` (or leaving a
+    `with` block) stops the workers.
+    """
+
+    def __init__(self, ds: grain.MapDataset, *, workers: int = 0, threads: int = 2):
+        if workers < 0 or threads < 0:
+            raise ValueError(f"workers and threads must be >= 0, got {workers} and {threads}")
+        self.ds, self.workers, self.threads = ds, workers, threads
+        self.next_index = 0
+        self._it = None
+
+    def _start(self):
+        options = grain.ReadOptions(num_threads=self.threads,
+                                    prefetch_buffer_size=max(2, 2 * self.threads))
+        ds = self.ds[self.next_index:].to_iter_dataset(options)
+        if self.workers:
+            from absl import flags
+
+            if not flags.FLAGS.is_parsed():  # Grain reads its own absl flags in the parent
+                flags.FLAGS.mark_as_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+                num_workers=self.workers, per_worker_buffer_size=2), worker_init_fn=_worker_init)
+        return iter(ds)
+
+    def __next__(self) -> dict:
+        if self._it is None:
+            self._it = self._start()
+        batch = next(self._it)
+        self.next_index += 1
+        return batch
+
+    def get_state(self) -> dict:
+        """{"next_index": k}: the position of the next batch this iterator returns."""
+        return {"next_index": self.next_index}
+
+    def set_state(self, state: dict) -> None:
+        """Continues from a state of `get_state` (or of Grain's own iterator, the same key)."""
+        index = state.get("next_index") if isinstance(state, dict) else None
+        if not isinstance(index, int) or index < 0:
+            raise ValueError(f"not a data iterator state: {state!r}")
+        self.close()
+        self.next_index = index
+
+    def close(self) -> None:
+        """Stops the reading threads or worker processes (a later next() starts them anew)."""
+        if self._it is not None:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+            self._it = None
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def batch_iterator(ds: grain.MapDataset, *, workers: int = 0, threads: int = 2) -> BatchIterator:
+    """A checkpointable iterator over `ds`: `threads` reading threads in this process
+    (workers=0), or `workers` Grain worker processes with `threads` threads each."""
+    return BatchIterator(ds, workers=workers, threads=threads)
