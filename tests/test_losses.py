@@ -214,3 +214,64 @@ def test_convert_cli_roundtrip(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pconv_jax.vgg", "convert",
                           str(tmp_path / "missing.npz"), str(dst)], capture_output=True, text=True)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+L1_ONLY = losses.LossWeights(perceptual=0, style_out=0, style_comp=0)
+
+
+def _conv_count(weights, log_zero_terms, model, output, target, mask):
+    """Convolutions in the lowered value-and-gradient of the total loss w.r.t. the output."""
+    def total(out):  # the terms come out too, as in the train step: nothing is dead code
+        terms = losses.loss_terms(out, target, mask, model, weights,
+                                  log_zero_terms=log_zero_terms)
+        return losses.total_loss(terms, weights), terms
+
+    text = jax.jit(jax.value_and_grad(total, has_aux=True)).lower(output).as_text()
+    return text.count("stablehlo.convolution")
+
+
+def test_zero_weighted_vgg_terms_cost_no_vgg_backward():
+    """VGG-16 up to pool3 has 7 convolutions. With the three VGG weights at 0 the loss and its
+    gradient contain none; logging them adds exactly one forward pass (7, no backward); the
+    paper's weights need forwards and backwards (many more)."""
+    model = vgg.VGG16Features(vgg.random_weights(seed=1))
+    output, target, mask = (jnp.asarray(a) for a in _images(np.random.default_rng(8)))
+    assert _conv_count(L1_ONLY, False, model, output, target, mask) == 0
+    assert _conv_count(L1_ONLY, True, model, output, target, mask) == 7
+    assert _conv_count(losses.LossWeights(), False, model, output, target, mask) > 14
+    # style_out alone: [I_out] with a gradient, I_gt without; I_comp is not passed at all
+    style_out = losses.LossWeights(perceptual=0, style_comp=0)
+    assert _conv_count(style_out, False, model, output, target, mask) == 7 + 7 + 7
+
+
+def test_zero_weighted_terms_are_absent_or_logged_forward_only():
+    """Without log_zero_terms a 0-weighted VGG term is absent (never a 0); with it, each term
+    has the value of the formula, and the total's gradient is that of the weighted terms."""
+    weights = vgg.random_weights(seed=2)
+    model = vgg.VGG16Features(weights)
+    output, target, mask = _images(np.random.default_rng(9))
+    args = (jnp.asarray(output), jnp.asarray(target), jnp.asarray(mask), model)
+    skipped = losses.loss_terms(*args, L1_ONLY)
+    assert set(skipped) == {"valid", "hole", "tv"} == set(losses.logged_terms(L1_ONLY))
+    logged = losses.loss_terms(*args, L1_ONLY, log_zero_terms=True)
+    expected = reference.loss_terms(output, target, mask,
+                                    lambda x: reference.vgg16_pools(x, weights))
+    for name in losses.TERMS:
+        np.testing.assert_allclose(float(logged[name]), expected[name], rtol=1e-4, err_msg=name)
+
+    def total(out, log):
+        terms = losses.loss_terms(out, *args[1:], L1_ONLY, log_zero_terms=log)
+        return losses.total_loss(terms, L1_ONLY)
+
+    def l1_formula(out):  # valid + 6 hole + 0.1 tv from the formulas, no VGG anywhere
+        comp = losses.composite(out, args[1], args[2])
+        return (losses.valid_loss(out, args[1], args[2]) + 6 * losses.hole_loss(out, *args[1:3])
+                + 0.1 * losses.tv_loss(comp, args[2]))
+
+    want = jax.grad(l1_formula)(args[0])
+    for log in (False, True):
+        np.testing.assert_allclose(jax.grad(total)(args[0], log), want, rtol=1e-6, atol=1e-9)
+    with pytest.raises(KeyError, match="perceptual"):
+        losses.total_loss(skipped, losses.LossWeights())
+    with pytest.raises(ValueError, match="need VGG features"):
+        losses.loss_terms(*args[:3], None, losses.LossWeights())

@@ -168,9 +168,13 @@ def apply_overrides(config: ml_collections.ConfigDict,
 
 def variant_config(base_config: ml_collections.ConfigDict,
                    weights: LossWeights) -> ml_collections.ConfigDict:
-    """The base config with `loss.weights` replaced by `weights`."""
-    return apply_overrides(base_config, {f"loss.weights.{k}": v
-                                         for k, v in weights.as_dict().items()})
+    """The base config with `loss.weights` replaced by `weights`; a 0-weighted term is still
+    computed (forward only, no VGG backward) so every variant's curves show every term, and
+    the VGG terms stay on without a VGG file (random features) so that the grid compares
+    what it says it compares."""
+    return apply_overrides(base_config, {**{f"loss.weights.{k}": v
+                                            for k, v in weights.as_dict().items()},
+                                         "loss.log_zero_terms": True, "vgg.fallback": "random"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ activations at pool1..3:
     tv         = sum over adjacent pixel pairs inside P (the hole region dilated by one pixel)
                  of |I_comp(a) - I_comp(b)|, divided by the number of elements of I_comp
     total      = valid + 6 hole + 0.05 perceptual + 120 (style_out + style_comp) + 0.1 tv
+
+Given the weights, `loss_terms` runs VGG-16 only where a term needs it: a term of weight 0
+never costs a VGG backward pass, and with all three VGG terms at 0 no VGG runs at all.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from jax import lax
 Array = jax.Array
 Features = Callable[[Array], Sequence[Array]]
 TERMS: tuple[str, ...] = ("valid", "hole", "perceptual", "style_out", "style_comp", "tv")
+VGG_TERMS: tuple[str, ...] = ("perceptual", "style_out", "style_comp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +98,29 @@ def tv_loss(comp: Array, mask: Array) -> Array:
     return total / comp.size
 
 
-def loss_terms(output: Array, target: Array, mask: Array, features: Features) -> dict[str, Array]:
-    """The six terms for output, target (N,H,W,3) in [-1,1], mask (N,H,W,1); `features` maps
-    an image batch to its activation maps (VGG16Features in training)."""
+def logged_terms(weights: LossWeights | None = None, log_zero_terms: bool = False) -> tuple:
+    """The keys `loss_terms` returns for these weights, in the order of TERMS."""
+    if weights is None or log_zero_terms:
+        return TERMS
+    return tuple(t for t in TERMS if t not in VGG_TERMS or getattr(weights, t) != 0)
+
+
+def needs_vgg(weights: LossWeights | None = None, log_zero_terms: bool = False) -> bool:
+    """Whether `loss_terms` calls the VGG features for these weights."""
+    return any(t in VGG_TERMS for t in logged_terms(weights, log_zero_terms))
+
+
+def loss_terms(output: Array, target: Array, mask: Array, features: Features | None,
+               weights: LossWeights | None = None, *,
+               log_zero_terms: bool = False) -> dict[str, Array]:
+    """The loss terms for output, target (N,H,W,3) in [-1,1], mask (N,H,W,1); `features` maps
+    an image batch to its activation maps (VGG16Features in training).
+
+    Without `weights`, all six terms, each differentiable. With `weights`, a VGG term of
+    weight 0 is left out, or with `log_zero_terms` computed forward-only (stop_gradient) for
+    its curve; either way it costs no VGG backward pass, and `features` (which may then be
+    None) is not called when no VGG term is wanted.
+    """
     if output.shape != target.shape or output.ndim != 4:
         raise ValueError(
             f"output {tuple(output.shape)} and target {tuple(target.shape)} must be equal (N,H,W,C)"
@@ -105,24 +129,62 @@ def loss_terms(output: Array, target: Array, mask: Array, features: Features) ->
         raise ValueError(f"mask must be {(*output.shape[:3], 1)}, got {tuple(mask.shape)}")
     mask = mask.astype(output.dtype)
     comp = composite(output, target, mask)
-    n = output.shape[0]
-    both = features(jnp.concatenate([output, comp], axis=0))  # one VGG pass on [I_out; I_comp]
-    feats_out = [f[:n] for f in both]
-    feats_comp = [f[n:] for f in both]
-    feats_gt = [lax.stop_gradient(f) for f in features(lax.stop_gradient(target))]
-    return {
-        "valid": valid_loss(output, target, mask),
-        "hole": hole_loss(output, target, mask),
-        "perceptual": perceptual_loss(feats_out, feats_comp, feats_gt),
-        "style_out": style_loss(feats_out, feats_gt),
-        "style_comp": style_loss(feats_comp, feats_gt),
-        "tv": tv_loss(comp, mask),
-    }
+    terms = {"valid": valid_loss(output, target, mask),
+             "hole": hole_loss(output, target, mask),
+             "tv": tv_loss(comp, mask)}
+    trained = {t: weights is None or getattr(weights, t) != 0 for t in VGG_TERMS}
+    wanted = {t: trained[t] or log_zero_terms for t in VGG_TERMS}
+    if not any(wanted.values()):
+        return {name: terms[name] for name in TERMS if name in terms}
+    if features is None:
+        raise ValueError(f"the terms {[t for t in VGG_TERMS if wanted[t]]} need VGG features")
+    feats = _vgg_features({"out": output, "comp": comp, "gt": target}, features, {
+        "out": (trained["perceptual"] or trained["style_out"],
+                wanted["perceptual"] or wanted["style_out"]),
+        "comp": (trained["perceptual"] or trained["style_comp"],
+                 wanted["perceptual"] or wanted["style_comp"]),
+    })
+
+    def inputs(term: str, *names: str) -> list:  # the features a term reads, cut off if untrained
+        cut = (lambda f: f) if trained[term] else lax.stop_gradient
+        return [[cut(f) for f in feats[name]] for name in names]
+
+    if wanted["perceptual"]:
+        terms["perceptual"] = perceptual_loss(*inputs("perceptual", "out", "comp", "gt"))
+    if wanted["style_out"]:
+        terms["style_out"] = style_loss(*inputs("style_out", "out", "gt"))
+    if wanted["style_comp"]:
+        terms["style_comp"] = style_loss(*inputs("style_comp", "comp", "gt"))
+    return {name: terms[name] for name in TERMS if name in terms}
+
+
+def _vgg_features(images: Mapping[str, Array], features: Features,
+                  need: Mapping[str, tuple[bool, bool]]) -> dict[str, list[Array]]:
+    """{name: [pool1, pool2, pool3]} for 'gt' and each image whose need is (grad, wanted).
+
+    Images that need a gradient share one VGG pass ([I_out; I_comp] in training); the ground
+    truth and images wanted only for logging share one pass under stop_gradient, so no VGG
+    backward pass is spent on them.
+    """
+    n = images["gt"].shape[0]
+    grad = [name for name, (g, _) in need.items() if g]
+    nograd = [name for name, (g, w) in need.items() if w and not g] + ["gt"]
+    out: dict[str, list[Array]] = {}
+    for names, cut in ((grad, False), (nograd, True)):
+        if not names:
+            continue
+        batch = jnp.concatenate([images[name] for name in names], axis=0)  # (k*N,H,W,3)
+        maps = features(lax.stop_gradient(batch) if cut else batch)
+        maps = [lax.stop_gradient(f) for f in maps] if cut else list(maps)
+        for i, name in enumerate(names):
+            out[name] = [f[i * n:(i + 1) * n] for f in maps]
+    return out
 
 
 def total_loss(terms: Mapping[str, Array], weights: LossWeights = LossWeights()) -> Array:
-    """sum_k weight_k * term_k; a term whose weight is 0 is left out entirely."""
-    missing = [name for name in TERMS if name not in terms]
+    """sum_k weight_k * term_k; a term whose weight is 0 is left out entirely (and may be
+    absent from `terms`)."""
+    missing = [name for name, w in weights.as_dict().items() if w != 0 and name not in terms]
     if missing:
         raise KeyError(f"loss terms missing: {missing}")
     parts = [w * terms[name] for name, w in weights.as_dict().items() if w != 0]
