@@ -1,6 +1,8 @@
-"""`make bench`: partial convolution against plain convolution, and the PConv UNet forward.
+"""`make bench`: partial convolution against plain convolution, the PConv UNet forward, the
+training step, the input pipeline and the training loop.
 
     .venv/bin/python -m benchmarks.bench [--quick] [--out benchmarks/results/NAME.json]
+    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint, blocks
 
 Times are medians of repeated jitted calls after warm-up; FLOPs come from XLA's cost analysis
 of the compiled function (the analytic 2*MACs where XLA reports none). Results print as a
@@ -209,9 +211,8 @@ def bench_loss(size: int, batch: int, repeats: int) -> dict:
     return result
 
 
-def bench_train_step(config: UNetConfig, batch: int, repeats: int,
-                     compute_dtype: str = "float32") -> dict:
-    """One jitted training step (UNet fwd+bwd, full loss with VGG16 features, Adam)."""
+def _train_state(config: UNetConfig, compute_dtype: str = "float32"):
+    """(train config, graphdef, state) of a fresh model and optimizer for `config`."""
     from pconv_jax import train
 
     cfg = train.default_config()
@@ -222,34 +223,174 @@ def bench_train_step(config: UNetConfig, batch: int, repeats: int,
     model = PConvUNet(train.unet_config(cfg), rngs=nnx.Rngs(0))
     model.train()
     optimizer = nnx.Optimizer(model, train.optimizer_transform(cfg), wrt=nnx.Param)
-    features = vgg.VGG16Features(vgg.random_weights(0))
     graphdef, state = nnx.split((model, optimizer))
-    vgg_graphdef, vgg_state = nnx.split(features)
-    step = train.make_train_step(graphdef, vgg_graphdef, losses.LossWeights(),
-                                 train.learning_rate(cfg))
-    size = config.image_size
-    image = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
-    mask = jnp.ones((batch, size, size, 1)).at[:, size // 4: size // 2, size // 3:].set(0)
-    stats = compiled_stats(step, state, vgg_state, image, mask)
-    jitted = jax.jit(step, donate_argnums=0)
+    return cfg, graphdef, state
 
-    def run(state):
-        return jitted(state, vgg_state, image, mask)[0]
 
+def _uint8_batch(batch: int, size: int):
+    """A fixed uint8 batch: random image (N,S,S,3) and a mask (N,S,S,1) with one hole."""
+    image = jax.random.randint(jax.random.key(1), (batch, size, size, 3), 0, 256, jnp.int32)
+    mask = jnp.ones((batch, size, size, 1), jnp.uint8).at[:, size // 4: size // 2,
+                                                           size // 3:].set(0)
+    return image.astype(jnp.uint8), mask
+
+
+def _time_steps(step, state, args: tuple, repeats: int) -> float:
+    """Median seconds of `state, record = step(state, *args)`, the state donated."""
     for _ in range(2):
-        state = jax.block_until_ready(run(state))
+        state, _ = jax.block_until_ready(step(state, *args))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        state = jax.block_until_ready(run(state))
+        state, _ = jax.block_until_ready(step(state, *args))
         times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    return statistics.median(times)
+
+
+def bench_train_step(config: UNetConfig, batch: int, repeats: int,
+                     compute_dtype: str = "float32",
+                     weights: losses.LossWeights | None = None) -> dict:
+    """One jitted training step (UNet fwd+bwd, the loss for `weights` (the paper's), Adam)."""
+    from pconv_jax import train
+
+    weights = weights or losses.LossWeights()
+    _, graphdef, state = _train_state(config, compute_dtype)
+    vgg_graphdef = vgg_state = None
+    if losses.needs_vgg(weights):
+        vgg_graphdef, vgg_state = nnx.split(vgg.VGG16Features(vgg.random_weights(0)))
+    step = train.make_train_step(graphdef, vgg_graphdef, weights)
+    image, mask = _uint8_batch(batch, config.image_size)
+    record = train.empty_record(("loss", *losses.logged_terms(weights)))
+    stats = compiled_stats(step, state, vgg_state, record, image, mask)
+    seconds = _time_steps(jax.jit(step, donate_argnums=0), state,
+                          (vgg_state, record, image, mask), repeats)
+    loss = "full loss" if weights == losses.LossWeights() else "l1 terms only"
     return {
-        "net": f"UNet depth {config.depth} @ {size}px + loss", "batch": batch,
+        "net": f"UNet depth {config.depth} @ {config.image_size}px + {loss}", "batch": batch,
         "compute_dtype": compute_dtype, "seconds_per_step": seconds,
         "images_per_s": batch / seconds, "flops": stats["flops"],
         "gflops_per_s": stats["flops"] / seconds / 1e9, "peak_bytes": stats["peak_bytes"],
     }
+
+
+L1_ONLY = losses.LossWeights(perceptual=0, style_out=0, style_comp=0)
+
+
+def bench_l1_step(config: UNetConfig, batch: int, repeats: int) -> dict:
+    """The l1-only step (no VGG) against the UNet's own forward+backward (+ Adam): the cost
+    of everything that is not the network."""
+    _, graphdef, state = _train_state(config)
+    image, mask = _uint8_batch(batch, config.image_size)
+    target, fmask = image.astype(jnp.float32) / 127.5 - 1, mask.astype(jnp.float32)
+
+    def bare(state, target, mask):  # forward, backward and Adam on a plain l1 loss
+        model, optimizer = nnx.merge(graphdef, state)
+        grads = nnx.grad(lambda m: jnp.mean(jnp.abs(m(target, mask)[0] - target)))(model)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer))
+
+    bare_stats = compiled_stats(bare, state, target, fmask)
+    jitted = jax.jit(bare, donate_argnums=0)
+    for _ in range(2):
+        state = jax.block_until_ready(jitted(state, target, fmask))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = jax.block_until_ready(jitted(state, target, fmask))
+        times.append(time.perf_counter() - start)
+    row = bench_train_step(config, batch, repeats, weights=L1_ONLY)
+    row.update(bare_seconds=statistics.median(times), bare_flops=bare_stats["flops"])
+    row["time_ratio"] = row["seconds_per_step"] / row["bare_seconds"]
+    row["flops_ratio"] = row["flops"] / row["bare_flops"]
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# The input pipeline and the training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def photo_folders(root: str, count: int = 48, mask_count: int = 48) -> tuple[str, str]:
+    """`count` 680x512 JPEGs cut from the bundled photos (random scale, crop, flip, colour)
+    and `mask_count` 512 px mask PNGs (white = hole) under `root`; reused when present."""
+    from PIL import Image
+
+    from pconv_jax.data import BUNDLED_PHOTOS, bundled_photo
+    from pconv_jax.masks import irregular_mask
+
+    images, masks = os.path.join(root, "images"), os.path.join(root, "masks")
+    if os.path.isdir(images) and len(os.listdir(images)) == count:
+        return images, masks
+    os.makedirs(images, exist_ok=True)
+    os.makedirs(masks, exist_ok=True)
+    rng = np.random.default_rng(0)
+    photos = [np.round(bundled_photo(n) * 255).astype(np.uint8) for n in BUNDLED_PHOTOS]
+    for i in range(count):
+        photo = Image.fromarray(photos[i % len(photos)])
+        scale = rng.uniform(1.4, 2.0) * 512 / min(photo.size)
+        photo = photo.resize((round(photo.size[0] * scale), round(photo.size[1] * scale)))
+        left = rng.integers(0, photo.size[0] - 680 + 1)
+        top = rng.integers(0, photo.size[1] - 512 + 1)
+        pixels = np.asarray(photo.crop((left, top, left + 680, top + 512)), np.float32)
+        pixels = np.clip(pixels * rng.uniform(0.8, 1.2, 3), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(images, f"{i:04d}.jpg"), quality=90)
+    for i in range(mask_count):
+        hole = irregular_mask(512, rng, float(rng.uniform(0.05, 0.5))) == 0
+        Image.fromarray(hole.astype(np.uint8) * 255).save(os.path.join(masks, f"{i:04d}.png"))
+    return images, masks
+
+
+def bench_pipeline(images: str, masks_dir: str, size: int, workers: int,
+                   batch: int = 16, batches: int = 40) -> dict:
+    """images/s of data.train_dataset + batch_iterator (one thread per worker, trainer idle)
+    and this process's own CPU time per image while it receives them."""
+    from pconv_jax import data
+    from pconv_jax.masks import MaskSource
+
+    ds = data.train_dataset(data.open_source(images), image_size=size, local_batch=batch,
+                            seed=0, masks=MaskSource(size, masks_dir))
+    with data.batch_iterator(ds, workers=workers, threads=1) as it:
+        for _ in range(4):  # workers started, buffers full
+            next(it)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(batches):
+            next(it)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"size": size, "workers": workers, "threads": 1, "batch": batch,
+            "images_per_s": batches * batch / wall,
+            "receiver_cpu_ms_per_image": cpu / (batches * batch) * 1e3}
+
+
+def bench_loop(images: str, masks_dir: str, workdir: str, steps: int = 120,
+               repeats: int = 7) -> dict:
+    """The training CLI's logged images/s (tiny UNet, 64 px, batch 32, VGG terms off, a JPEG
+    folder and a mask folder) against its bare jitted step on one fixed batch."""
+    import shutil
+    import subprocess
+    import sys
+
+    config = UNetConfig.tiny(depth=4, width=16, image_size=64)
+    shutil.rmtree(workdir, ignore_errors=True)
+    overrides = [
+        f"--config.data.source={images}", f"--config.data.masks={masks_dir}",
+        "--config.data.image_size=64", "--config.data.scale_range=(0.15,0.3)",
+        "--config.model.depth=4", "--config.model.encoder_widths=(16,32,64,128)",
+        "--config.model.encoder_kernels=(7,5,5,3)", "--config.train.batch_size=32",
+        f"--config.train.steps={steps}", "--config.train.log_every=20",
+        "--config.train.image_every=100000", "--config.checkpoint.every_steps=100000",
+        "--config.loss.weights.perceptual=0", "--config.loss.weights.style_out=0",
+        "--config.loss.weights.style_comp=0",
+    ]
+    subprocess.run([sys.executable, "-m", "pconv_jax.train", "--config",
+                    "experiments/configs/demo.py", "--workdir", workdir, *overrides],
+                   check=True, capture_output=True, text=True)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line)["images_per_s"] for line in f][1:]  # first: compilation
+    bare = bench_train_step(config, batch=32, repeats=repeats, weights=L1_ONLY)
+    cli = statistics.median(logged)
+    return {"net": "tiny UNet depth 4 width 16 @ 64px, batch 32, l1 terms",
+            "cli_images_per_s": cli, "cli_logged": logged,
+            "bare_step_images_per_s": bare["images_per_s"], "ratio": cli / bare["images_per_s"]}
 
 
 def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
@@ -308,8 +449,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
-    parser.add_argument("--only", choices=["train", "inpaint", "blocks"], default=None,
+    parser.add_argument("--only", choices=["train", "inpaint", "blocks", "pipeline", "loop"],
+                        default=None,
                         help="run one section only (blocks: the 512 px forward block by block)")
+    parser.add_argument("--data", default="/tmp/pconv_bench_data",
+                        help="folder for the generated JPEG and mask folders (pipeline, loop)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
 
@@ -364,11 +508,12 @@ def main() -> None:
         for r in inpaint_rows:
             print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
                   f"{r['images_per_s']:.2f} | {r['eval_pairs_per_s']:.2f} |")
-    train_rows = []
+    train_rows, l1_rows = [], []
     if args.only in (None, "train"):
         train_rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
         if not args.quick:
             train_rows.append(bench_train_step(UNetConfig.paper(), batch=1, repeats=3))
+        l1_rows = [bench_l1_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
     if train_rows:
         print("\n| training step (paper net, full loss) | batch | s/step | images/s | "
               "GFLOP/step | GFLOP/s | XLA peak MB |")
@@ -379,11 +524,37 @@ def main() -> None:
               f"{r['seconds_per_step']:.3f} | {r['images_per_s']:.3f} | {r['flops'] / 1e9:.1f} | "
               f"{r['gflops_per_s']:.0f} | {peak} |")
 
+    for r in l1_rows:
+        print(f"\n| l1-only step | s/step | UNet fwd+bwd+Adam s | time ratio | FLOP ratio |\n"
+              f"|---|---|---|---|---|\n| {r['net']} | {r['seconds_per_step']:.3f} | "
+              f"{r['bare_seconds']:.3f} | {r['time_ratio']:.3f} | {r['flops_ratio']:.3f} |")
+
+    pipeline_rows, loop_rows = [], []
+    if args.only in (None, "pipeline", "loop"):
+        images, masks_dir = photo_folders(args.data)
+    if args.only in (None, "pipeline"):
+        sizes = (64, 256) if args.quick else (64, 256, 512)
+        pipeline_rows = [bench_pipeline(images, masks_dir, size, workers)
+                         for size in sizes for workers in (1, 2)]
+        print("\n| pipeline (680x512 JPEGs + 512 px mask PNGs) | workers x threads | images/s | "
+              "receiver CPU ms/image |\n|---|---|---|---|")
+        for r in pipeline_rows:
+            print(f"| {r['size']} px, batch {r['batch']} | {r['workers']} x {r['threads']} | "
+                  f"{r['images_per_s']:.0f} | {r['receiver_cpu_ms_per_image']:.3f} |")
+    if args.only in (None, "loop"):
+        loop_rows = [bench_loop(images, masks_dir, os.path.join(args.data, "loop_run"),
+                                repeats=repeats)]
+        for r in loop_rows:
+            print(f"\n| training loop | CLI logged images/s | bare step images/s | ratio |\n"
+                  f"|---|---|---|---|\n| {r['net']} | {r['cli_images_per_s']:.0f} | "
+                  f"{r['bare_step_images_per_s']:.0f} | {r['ratio']:.2f} |")
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": roof, "ops": op_rows,
                    "unet": net_rows, "loss": loss_rows, "train": train_rows,
-                   "inpaint": inpaint_rows, "blocks": block_rows},
+                   "inpaint": inpaint_rows, "blocks": block_rows, "l1_step": l1_rows,
+                   "pipeline": pipeline_rows, "loop": loop_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 

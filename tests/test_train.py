@@ -133,19 +133,18 @@ def test_hole_loss_halves_on_a_fixed_batch():
     features = vgg.VGG16Features(vgg.random_weights(0))
     graphdef, state = nnx.split((model, optimizer))
     vgg_graphdef, vgg_state = nnx.split(features)
-    step = jax.jit(train.make_train_step(graphdef, vgg_graphdef, losses.LossWeights(),
-                                         train.learning_rate(config)))
+    step = jax.jit(train.make_train_step(graphdef, vgg_graphdef, losses.LossWeights()))
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:32, 0:32] / 32.0
     image = np.stack([yy, xx, (yy + xx) / 2], axis=-1)[None].repeat(2, 0)  # smooth gradients
-    image = jnp.asarray(image * rng.uniform(0.5, 1.0, size=(2, 1, 1, 3)), jnp.float32)
-    mask = np.ones((2, 32, 32, 1), np.float32)
+    image = np.round(image * rng.uniform(0.5, 1.0, size=(2, 1, 1, 3)) * 255).astype(np.uint8)
+    mask = np.ones((2, 32, 32, 1), np.uint8)
     mask[:, 8:20, 10:22] = 0
-    mask = jnp.asarray(mask)
     holes = []
     for _ in range(50):
-        state, metrics = step(state, vgg_state, image, mask)
-        holes.append(float(metrics["hole"]))
+        record = train.empty_record(("loss", *losses.TERMS))
+        state, record = step(state, vgg_state, record, image, mask)
+        holes.append(float(record["sums"]["hole"]))  # one step: the sum is the step's value
     assert holes[-1] <= 0.5 * holes[0], holes[::10]
 
 
@@ -403,3 +402,158 @@ def test_init_from_starts_phase_two_from_a_phase_one_run(tmp_path):
     a, b = model_arrays(first["model"]), model_arrays(second["model"])
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_resume_across_a_worker_count_change_is_exact(tmp_path):
+    """4 steps read by 1 worker process equal 2 steps read in-process (workers=0) resumed for
+    2 more by 2 workers: parameters, statistics and logged losses bitwise."""
+    def run(steps, workers, workdir):
+        config = tiny_config(steps=steps)
+        config.data.workers = workers
+        return train.train_and_evaluate(config, str(tmp_path / workdir))
+
+    straight = run(4, 1, "a")
+    run(2, 0, "b")
+    resumed = run(4, 2, "b")
+    a, b = model_arrays(straight["model"]), model_arrays(resumed["model"])
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [r["loss"] for r in _read_metrics(tmp_path / "b")] == \
+        [r["loss"] for r in _read_metrics(tmp_path / "a")]
+
+
+@pytest.mark.slow
+def test_non_finite_loss_is_named_without_per_step_syncs(tmp_path, monkeypatch):
+    """A run that diverges at some step s, logging every 6 steps, fetches the device's metrics
+    only at its log step (no implicit device-to-host copy anywhere), and still names s and
+    its non-finite terms: the same step a run that logs (and syncs) every step names."""
+    import shutil
+
+    config = tiny_config(steps=1)
+    config.checkpoint.every_steps = 1
+    train.train_and_evaluate(config, str(tmp_path / "good"))  # a good checkpoint at step 1
+    shutil.copytree(tmp_path / "good", tmp_path / "every")
+    config.train.steps = 6
+    config.optim.lr = 1e30  # diverges within a few steps
+    config.checkpoint.every_steps = 1000
+    named = {}
+    fetches = []
+    real_fetch = train.fetch
+    monkeypatch.setattr(train, "fetch", lambda tree: fetches.append(1) or real_fetch(tree))
+    for workdir, log_every in (("good", 6), ("every", 1)):
+        config.train.log_every = log_every
+        fetches.clear()
+        with jax.transfer_guard_device_to_host("disallow"), \
+                pytest.raises(train.TrainingError, match=r"non-finite loss at step") as info:
+            train.train_and_evaluate(config, str(tmp_path / workdir))
+        named[log_every] = str(info.value).split("non-finite loss at step ")[1].split(":")[0]
+        assert "last good checkpoint is step 1" in str(info.value)
+        assert len(fetches) == (1 if log_every == 6 else int(named[1]) - 1)  # from step 2
+    assert named[6] == named[1] and 2 <= int(named[1]) <= 6
+
+
+@pytest.mark.slow
+def test_l1_only_run_has_no_vgg_and_logs_the_terms_it_has(tmp_path):
+    """With the perceptual and style weights at 0 the compiled step has no VGG-16: the same
+    convolutions as the UNet's own forward+backward and Adam update, and FLOPs within 25% of
+    it (the paper's loss needs over twice as many); those terms are absent from
+    metrics.jsonl, or logged (finite) with loss.log_zero_terms."""
+    config = tiny_config(steps=1)
+    for term in losses.VGG_TERMS:
+        config.loss.weights[term] = 0.0
+    weights = train.loss_weights(config)
+    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    model.train()
+    optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    image = jnp.zeros((2, 32, 32, 3), jnp.uint8)
+    mask = jnp.ones((2, 32, 32, 1), jnp.uint8)
+    record = train.empty_record(("loss", *losses.logged_terms(weights)))
+    step = jax.jit(train.make_train_step(graphdef, None, weights)).lower(
+        state, None, record, image, mask)
+
+    def bare_step(state, target, mask):  # the UNet's forward + backward and Adam, no loss
+        model, optimizer = nnx.merge(graphdef, state)
+
+        def l1(model):
+            return jnp.mean(jnp.abs(model(target, mask)[0] - target))
+
+        optimizer.update(model, nnx.grad(l1)(model))
+        return nnx.state((model, optimizer))
+
+    bare = jax.jit(bare_step).lower(state, image.astype(jnp.float32), mask.astype(jnp.float32))
+    features = vgg.VGG16Features(vgg.random_weights(0))
+    full = jax.jit(train.make_train_step(graphdef, nnx.graphdef(features), losses.LossWeights()))
+    full = full.lower(state, nnx.state(features), train.empty_record(("loss", *losses.TERMS)),
+                      image, mask)
+    convs = [f.as_text().count("stablehlo.convolution") for f in (step, bare, full)]
+    assert convs[0] == convs[1] < convs[2] - 14, convs  # not one VGG convolution
+    flops = [f.compile().cost_analysis()["flops"] for f in (step, bare, full)]
+    # the loss's own elementwise work weighs more at 32 px than at the paper's sizes
+    assert flops[0] <= 1.25 * flops[1] < flops[2] / 2, flops
+
+    train.train_and_evaluate(config, str(tmp_path / "l1"))
+    assert set(_read_metrics(tmp_path / "l1")[0]) & set(losses.VGG_TERMS) == set()
+    config.loss.log_zero_terms = True
+    train.train_and_evaluate(config, str(tmp_path / "logged"))
+    record = _read_metrics(tmp_path / "logged")[0]
+    assert all(np.isfinite(record[t]) for t in losses.TERMS)
+
+
+def test_held_out_scores_match_independent_psnr():
+    """HeldOut's Telea PSNR and a fill's PSNR equal scikit-image's PSNR of the composites,
+    computed here from cv2.inpaint; a perfect fill scores the 100 dB cap and l1 0; its fixed
+    masks span hole ratios 0.05..0.55."""
+    import cv2
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from pconv_jax import data, masks
+
+    held = train.HeldOut(data.open_source("samples:chelsea,coffee"), 32, 6, seed=3)
+    assert held.gts.shape == (6, 32, 32, 3) and held.masks.shape == (6, 32, 32, 1)
+    ratios = [masks.hole_ratio(m[..., 0]) for m in held.masks]
+    assert 0.04 <= ratios[0] < 0.2 and ratios[-1] >= 0.5
+    gt = held.gts.astype(np.float64) / 255
+    valid = held.masks.astype(np.float64)
+
+    def expected_psnr(fill):  # fill (P,S,S,3) in [0,1]
+        comp = valid * gt + (1 - valid) * fill
+        return np.mean([peak_signal_noise_ratio(g, c, data_range=1.0)
+                        for g, c in zip(gt, comp, strict=True)])
+
+    telea = np.stack([cv2.inpaint(g, (1 - m[..., 0]).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+                      for g, m in zip(held.gts, held.masks, strict=True)]) / 255
+    assert held.telea_psnr == pytest.approx(expected_psnr(telea), rel=1e-4)
+
+    def zeros(state, image, mask):
+        return jnp.zeros(image.shape, jnp.float32)
+
+    def truth(state, image, mask):
+        return image.astype(jnp.float32) / 255
+
+    scored = held.score(zeros, None, batch=4)
+    assert scored["eval_psnr"] == pytest.approx(expected_psnr(np.zeros_like(gt)), rel=1e-4)
+    assert scored["eval_psnr_telea"] == held.telea_psnr
+    perfect = held.score(truth, None)
+    assert perfect["eval_psnr"] > 90 and perfect["eval_l1"] == pytest.approx(0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_eval_every_logs_held_out_scores(tmp_path):
+    """train.eval_every=2 on a 4-step run: held-out records at steps 2 and 4 (finite PSNR,
+    the same Telea PSNR each time) beside the loss records; without data.eval_source the
+    setting is refused."""
+    config = tiny_config(steps=4, eval_every=2)
+    config.data.eval_source = "samples:chelsea"
+    config.data.eval_pairs = 4
+    train.train_and_evaluate(config, str(tmp_path / "eval"))
+    records = _read_metrics(tmp_path / "eval")
+    evals = [r for r in records if "eval_psnr" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(np.isfinite(r["eval_psnr"]) for r in evals)
+    assert evals[0]["eval_psnr_telea"] == evals[1]["eval_psnr_telea"]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    config.data.eval_source = ""
+    with pytest.raises(train.TrainingError, match="train.eval_every needs data.eval_source"):
+        train.train_and_evaluate(config, str(tmp_path / "none"))

@@ -11,6 +11,7 @@ TINY_CLI_OVERRIDES = [
     "--config.model.encoder_widths=(4,8,16)", "--config.model.encoder_kernels=(7,5,5)",
     "--config.train.batch_size=2", "--config.train.log_every=1",
     "--config.train.image_every=1000", "--config.data.threads=1",
+    "--config.train.eval_every=0",
 ]
 
 

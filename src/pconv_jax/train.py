@@ -4,12 +4,16 @@
 loss and optimizer, restore, the loop, the final save. The jitted step is a pure function of
 (state, batch) -> (state, metrics) over a mesh of all devices: the batch sharded on 'data',
 parameters and optimizer state replicated, the state buffers donated. BatchNorm statistics are
-over the global batch. Phase 2 of the paper (encoder BatchNorm frozen, a lower learning rate)
+over the global batch. The loop never waits for the device between log steps: batches arrive
+as uint8 and are placed on the devices two steps ahead, and the metrics (interval sums and
+the first non-finite step) accumulate on the device until a log step or a save fetches them.
+Phase 2 of the paper (encoder BatchNorm frozen, a lower learning rate)
 starts at `train.finetune_step`, or from a phase-1 checkpoint with `train.init_from`.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -57,19 +61,28 @@ def default_config() -> ml_collections.ConfigDict:
         scale_range=(1.0, 1.0),  # shorter side resized to image_size * U(range) before cropping
         masks="",  # a folder of mask images (white = hole), or '' for generated irregular masks
         hole_range=(0.01, 0.6),
-        threads=2,
+        eval_source="",  # held-out images scored every train.eval_every steps ('' = none)
+        eval_pairs=24,  # held-out (image, mask) pairs: fixed masks, hole ratios 0.05..0.55
+        workers=-1,  # Grain worker processes; -1: the cores left after this one, at most 16
+        threads=2,  # reading threads (in this process when workers=0, else in each worker)
     ))
     c.model = ml_collections.ConfigDict(model_settings(UNetConfig.paper()))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=6, steps=800_000, log_every=100, image_every=5000,
+        eval_every=0,  # held-out PSNR (model and Telea) into metrics.jsonl; 0: never
         finetune_step=-1,  # phase 2 (encoder BatchNorm frozen, finetune_lr) from here; -1: never
         init_from="",  # start from the model of another run's newest checkpoint (phase 2 runs)
         compute_dtype="float32",
     ))
     c.optim = ml_collections.ConfigDict(dict(lr=2e-4, finetune_lr=5e-5, b1=0.9, b2=0.999))
-    c.loss = ml_collections.ConfigDict(dict(weights=dataclasses.asdict(losses.LossWeights())))
+    c.loss = ml_collections.ConfigDict(dict(
+        weights=dataclasses.asdict(losses.LossWeights()),
+        log_zero_terms=False,  # compute 0-weighted VGG terms forward-only, for their curves
+    ))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3))
-    c.vgg = ml_collections.ConfigDict(dict(weights="", random_seed=0))
+    # Without a weights file: 'random' VGG weights (smoke tests; warns) or 'off' (the
+    # perceptual and style terms are switched off, since random features mean nothing).
+    c.vgg = ml_collections.ConfigDict(dict(weights="", random_seed=0, fallback="random"))
     return c
 
 
@@ -101,6 +114,7 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     """Raises TrainingError naming every count or interval of `config` that cannot work."""
     problems = []
     for key, least in (("train.steps", 0), ("train.batch_size", 1), ("train.log_every", 1),
+                       ("train.eval_every", 0), ("data.eval_pairs", 1),
                        ("train.image_every", 1), ("checkpoint.every_steps", 1),
                        ("checkpoint.keep", 1), ("data.image_size", 1)):
         section, name = key.split(".")
@@ -114,16 +128,36 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     threads = config.data.get("threads", 2)
     if not isinstance(threads, int) or threads < 0:
         problems.append(f"data.threads must be a whole number >= 0, got {threads!r}")
+    workers = config.data.get("workers", 0)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < -1:
+        problems.append(f"data.workers must be -1 (automatic) or a whole number >= 0, got "
+                        f"{workers!r}")
+    if config.vgg.get("fallback", "random") not in ("random", "off"):
+        problems.append(f"vgg.fallback must be 'random' or 'off', got "
+                        f"{config.vgg.get('fallback')!r}")
     scale = tuple(config.data.scale_range)
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         problems.append(f"data.scale_range must be (lo, hi) with 0 < lo <= hi, got {scale}")
+    if config.train.get("eval_every", 0) and not config.data.get("eval_source"):
+        problems.append("train.eval_every needs data.eval_source (held-out images, e.g. "
+                        "'samples:chelsea,coffee' or a folder)")
     if problems:
         raise TrainingError("; ".join(problems))
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
-    """LossWeights from `config.loss.weights`."""
-    return losses.LossWeights(**{k: float(v) for k, v in config.loss.weights.items()})
+    """LossWeights from `config.loss.weights`; with no VGG file and vgg.fallback='off', the
+    perceptual and style weights are 0."""
+    weights = losses.LossWeights(**{k: float(v) for k, v in config.loss.weights.items()})
+    if not config.vgg.get("weights") and config.vgg.get("fallback", "random") == "off":
+        weights = dataclasses.replace(weights, **{t: 0.0 for t in losses.VGG_TERMS})
+    return weights
+
+
+def data_workers(config: ml_collections.ConfigDict) -> int:
+    """`data.workers`, with -1 resolved to `data.default_workers()`."""
+    workers = config.data.get("workers", -1)
+    return data_lib.default_workers() if workers == -1 else workers
 
 
 def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -171,35 +205,70 @@ def in_phase_two(config: ml_collections.ConfigDict, step: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_train_step(graphdef, vgg_graphdef, weights: losses.LossWeights, schedule):
-    """The pure step (state, vgg_state, image, mask) -> (state, metrics)."""
+def to_float(image: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """uint8 batch -> (image (N,H,W,3) in [-1,1], mask (N,H,W,1) float32 0/1), on the device."""
+    return image.astype(jnp.float32) / 255.0 * 2 - 1, mask.astype(jnp.float32)
 
-    def train_step(state, vgg_state, image, mask):
+
+def empty_record(keys: tuple[str, ...]) -> dict:
+    """The device-side metrics record: sums over the log interval, the step count, and the
+    first non-finite step (-1: none yet) with its values."""
+    def zeros() -> dict:  # new buffers for each part: the record is donated to the step
+        return {k: np.zeros((), np.float32) for k in keys}
+
+    return {"sums": zeros(), "steps": np.zeros((), np.int32),
+            "bad_step": np.full((), -1, np.int32), "bad": zeros()}
+
+
+def accumulate(record: dict, metrics: dict, step: jax.Array) -> dict:
+    """Adds one step's metrics to the record; keeps the first step with a non-finite one."""
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+    first_bad = jnp.logical_and(~finite, record["bad_step"] < 0)
+    return {
+        "sums": {k: record["sums"][k] + metrics[k].astype(jnp.float32) for k in record["sums"]},
+        "steps": record["steps"] + 1,
+        "bad_step": jnp.where(first_bad, step, record["bad_step"]),
+        "bad": {k: jnp.where(first_bad, metrics[k], record["bad"][k]) for k in record["bad"]},
+    }
+
+
+def fetch(tree: Any) -> Any:
+    """Device -> host copy of the metrics record: the loop's only waits for the device."""
+    return jax.device_get(tree)
+
+
+def make_train_step(graphdef, vgg_graphdef, weights: losses.LossWeights,
+                    log_zero_terms: bool = False):
+    """The pure step (state, vgg_state, record, image, mask) -> (state, record); image and
+    mask uint8, vgg_state None when no VGG term is wanted."""
+
+    def train_step(state, vgg_state, record, image, mask):
         model, optimizer = nnx.merge(graphdef, state)
-        features = nnx.merge(vgg_graphdef, vgg_state)
-        target = image * 2 - 1  # (N,H,W,3) in [-1,1]
+        features = None if vgg_graphdef is None else nnx.merge(vgg_graphdef, vgg_state)
+        target, mask = to_float(image, mask)  # (N,H,W,3) in [-1,1], (N,H,W,1)
 
         def loss_fn(model):
             output, _ = model(target, mask)
-            terms = losses.loss_terms(output, target, mask, features)
+            terms = losses.loss_terms(output, target, mask, features, weights,
+                                      log_zero_terms=log_zero_terms)
             return losses.total_loss(terms, weights), terms
 
         (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        lr = schedule(optimizer.step[...])
+        step = optimizer.step[...] + 1  # this step's number
         optimizer.update(model, grads)
-        metrics = {"loss": loss, **terms, "lr": lr}
-        return nnx.state((model, optimizer)), metrics
+        record = accumulate(record, {"loss": loss, **terms}, step)
+        return nnx.state((model, optimizer)), record
 
     return train_step
 
 
 def make_predict(graphdef):
-    """Eval-mode forward for sample grids: (state, image [0,1], mask) -> output [0,1]."""
+    """Eval-mode forward for sample grids: (state, image uint8, mask uint8) -> output [0,1]."""
 
     def predict(state, image, mask):
         model, _ = nnx.merge(graphdef, state)
         model.eval()
-        output, _ = model(image * 2 - 1, mask)
+        output, _ = model(*to_float(image, mask))
         return (output + 1) / 2
 
     return predict
@@ -307,12 +376,74 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+class DevicePrefetch:
+    """Batches placed on the devices `depth` steps ahead of the one the step is running.
+
+    `state()` is the data iterator's state for the next batch a step takes, so a checkpoint
+    does not skip the batches waiting here.
+    """
+
+    def __init__(self, batches: data_lib.BatchIterator, sharding: NamedSharding, depth: int = 2):
+        self.batches, self.sharding, self.depth = batches, sharding, depth
+        self.queue: collections.deque = collections.deque()
+
+    def __next__(self) -> tuple[jax.Array, jax.Array]:
+        while len(self.queue) <= self.depth:
+            local = next(self.batches)  # {"image": (B,S,S,3) uint8, "mask": (B,S,S,1) uint8}
+            self.queue.append(tuple(
+                jax.make_array_from_process_local_data(self.sharding, local[key])
+                for key in ("image", "mask")))
+        return self.queue.popleft()
+
+    def state(self) -> dict:
+        """{"next_index": k} of the next batch `__next__` returns."""
+        return {"next_index": self.batches.get_state()["next_index"] - len(self.queue)}
+
+
+class HeldOut:
+    """Fixed held-out pairs scored during training: the PSNR and l1 of the model's composite,
+    and the PSNR of OpenCV's Telea fill on the same pairs, for comparison."""
+
+    def __init__(self, images: Any, size: int, count: int, seed: int):
+        from pconv_jax import evaluate, metrics
+        from pconv_jax.masks import irregular_mask
+
+        rng = np.random.default_rng(seed)
+        entries = [{"mask": irregular_mask(size, rng, float(r))}
+                   for r in np.linspace(0.05, 0.55, count)]
+        self.gts, masks = evaluate.eval_pairs(images, entries, 0, count)  # (P,S,S,3) uint8
+        self.masks = masks.astype(np.uint8)[..., None]  # (P,S,S,1) 1 = valid
+        telea = np.stack([evaluate.baseline("telea", g, m) for g, m in zip(self.gts, masks,
+                                                                            strict=True)])
+        self.metrics = metrics
+        self.telea_psnr = self._mean_psnr(telea.astype(np.float32) / 255)
+
+    def _mean_psnr(self, filled: np.ndarray) -> float:
+        """Mean PSNR over the pairs of a fill (P,S,S,3) in [0,1], composited (100 dB at most)."""
+        gt, mask = self.gts.astype(np.float32) / 255, self.masks.astype(np.float32)
+        comp = mask * gt + (1 - mask) * filled
+        return float(np.mean(np.minimum(np.asarray(self.metrics.psnr(comp, gt)), 100.0)))
+
+    def score(self, predict, state, batch: int = 8) -> dict:
+        """{"eval_psnr", "eval_l1" (% of the range), "eval_psnr_telea"} of the model now."""
+        out = np.concatenate([
+            np.asarray(predict(state, jnp.asarray(self.gts[i:i + batch]),
+                               jnp.asarray(self.masks[i:i + batch]))).clip(0, 1)
+            for i in range(0, len(self.gts), batch)])  # (P,S,S,3) in [0,1]
+        gt, mask = self.gts.astype(np.float32) / 255, self.masks.astype(np.float32)
+        comp = mask * gt + (1 - mask) * out
+        return {"eval_psnr": self._mean_psnr(out),
+                "eval_l1": float(np.mean(np.asarray(self.metrics.l1(comp, gt)))) * 100,
+                "eval_psnr_telea": self.telea_psnr}
+
+
 # ---------------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------------
 
 
 def _load_vgg(config) -> vgg.VGG16Features:
+    """The VGG-16 of vgg.weights, or random weights (with a warning) when there is none."""
     path = config.vgg.get("weights")
     if path:
         try:
@@ -355,12 +486,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     # --- Model, loss, optimizer ------------------------------------------------------------------
     model_cfg = unet_config(config)
     weights = loss_weights(config)
+    log_zero_terms = bool(config.loss.get("log_zero_terms", False))
     model = PConvUNet(model_cfg, rngs=nnx.Rngs(config.seed))
     model.train()
     optimizer = nnx.Optimizer(model, optimizer_transform(config), wrt=nnx.Param)
-    features = _load_vgg(config)
-    vgg_graphdef, vgg_state = nnx.split(features)
-    vgg_state = jax.device_put(vgg_state, replicated)
+    vgg_graphdef = vgg_state = None  # no VGG-16 at all when no term needs it
+    if losses.needs_vgg(weights, log_zero_terms):
+        vgg_graphdef, vgg_state = nnx.split(_load_vgg(config))
+        vgg_state = jax.device_put(vgg_state, replicated)
+    elif is_chief and not config.vgg.get("weights") and any(
+            config.loss.weights[t] for t in losses.VGG_TERMS):
+        print("no vgg.weights file (vgg.fallback='off'): the perceptual and style terms are "
+              "off; pass --config.vgg.weights=FILE to train with them", flush=True)
+    record_keys = ("loss", *losses.logged_terms(weights, log_zero_terms))
 
     # --- Restore -------------------------------------------------------------------------------
     checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
@@ -391,11 +529,21 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             scale_range=tuple(config.data.scale_range),
         )
         sample = dataset[0]  # a fixed batch for the image grids; reads the data once
+        held_out = None
+        if config.train.get("eval_every", 0) and is_chief:
+            held_out = HeldOut(data_lib.open_source(config.data.eval_source,
+                                                    config.data.get("tfds_data_dir")),
+                               config.data.image_size, config.data.eval_pairs, config.seed)
     except (OSError, ValueError) as err:
         raise TrainingError(f"data: {err}") from None
-    batches = data_lib.batch_iterator(dataset, threads=config.data.get("threads", 2))
+    batches = data_lib.batch_iterator(dataset, workers=data_workers(config),
+                                      threads=config.data.get("threads", 2))
     if data_state is not None:
-        batches.set_state(data_state)
+        try:
+            batches.set_state(data_state)
+        except ValueError as err:
+            raise TrainingError(f"checkpoint data state: {err}") from None
+    prefetch = DevicePrefetch(batches, batch_sharding, depth=2)
 
     if is_chief:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -412,12 +560,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             model.freeze_encoder_batchnorm(phase_two)
             graphdef, _ = nnx.split((model, optimizer))
             step_fns[phase_two] = (
-                jax.jit(make_train_step(graphdef, vgg_graphdef, weights, schedule),
-                        in_shardings=(replicated, replicated, batch_sharding, batch_sharding),
-                        out_shardings=(replicated, replicated), donate_argnums=0),
+                jax.jit(make_train_step(graphdef, vgg_graphdef, weights, log_zero_terms),
+                        in_shardings=(replicated, replicated, replicated, batch_sharding,
+                                      batch_sharding),
+                        out_shardings=(replicated, replicated), donate_argnums=(0, 2)),
                 jax.jit(make_predict(graphdef)),
             )
         return step_fns[phase_two]
+
+    def fresh_record():
+        return jax.device_put(empty_record(record_keys), replicated)
 
     log = MetricsLog(workdir, start_step, enabled=is_chief)
     progress = _Progress(config.train.steps, start_step, enabled=is_chief)
@@ -426,54 +578,63 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     metrics: dict = {}
     step = start_step
     tick, images_since = time.perf_counter(), 0
-    window: dict[str, float] = {}  # metric sums since the last log line
-    window_steps = 0
+    record = fresh_record()  # on the device: interval sums, first non-finite step
+
+    def check_finite(fetched: dict) -> None:
+        """TrainingError naming the first non-finite step and terms, if there was one."""
+        bad_step = int(fetched["bad_step"])
+        if bad_step < 0:
+            return
+        bad = {k: float(v) for k, v in fetched["bad"].items() if not math.isfinite(float(v))}
+        raise TrainingError(
+            f"non-finite loss at step {bad_step}: {', '.join(bad)} "
+            f"({', '.join(f'{k}={v}' for k, v in bad.items())}). "
+            + (f"The last good checkpoint is step {last_saved} in {checkpointer.directory}; "
+               "it is left intact." if last_saved is not None
+               else "No checkpoint was saved before it.")
+        )
 
     def save(at_step: int) -> None:
         nonlocal last_saved
-        checkpointer.save(at_step, state, batches.get_state(),
+        check_finite(fetch({k: record[k] for k in ("bad_step", "bad")}))
+        checkpointer.save(at_step, state, prefetch.state(),
                           {**model_meta, "step": at_step, "seed": config.seed,
                            "batch_size": global_batch})
         last_saved = at_step
 
+    # Between log steps nothing waits for the device: the step is dispatched, the next batch
+    # read and placed while it runs, and the metrics stay in `record` on the device.
     try:
         while step < config.train.steps:
-            if stop.agreed(processes):
+            # several processes agree on stopping at log steps only (a collective each time)
+            if (processes == 1 or step % config.train.log_every == 0) and \
+                    stop.agreed(processes):
                 break
             train_step, predict = compiled_step(in_phase_two(config, step))
             try:
-                local = next(batches)
+                image, mask = next(prefetch)
             except (OSError, ValueError) as err:  # e.g. no decodable image or mask file left
                 raise TrainingError(f"data at step {step + 1}: {err}") from None
-            image = jax.make_array_from_process_local_data(batch_sharding, local["image"])
-            mask = jax.make_array_from_process_local_data(batch_sharding, local["mask"])
-            new_state, step_metrics = train_step(state, vgg_state, image, mask)
-            step_metrics = jax.device_get(step_metrics)
-            bad = [k for k, v in step_metrics.items() if not math.isfinite(float(v))]
-            if bad:
-                raise TrainingError(
-                    f"non-finite loss at step {step + 1}: {', '.join(bad)} "
-                    f"({', '.join(f'{k}={float(step_metrics[k])}' for k in bad)}). "
-                    + (f"The last good checkpoint is step {last_saved} in "
-                       f"{checkpointer.directory}; it is left intact." if last_saved is not None
-                       else "No checkpoint was saved before it.")
-                )
-            state = new_state
+            state, record = train_step(state, vgg_state, record, image, mask)
             step += 1
             images_since += global_batch
-            for key, value in step_metrics.items():  # loss and terms: means over the interval
-                window[key] = window.get(key, 0.0) + float(value)
-            window_steps += 1
             if step % config.train.log_every == 0 or step == config.train.steps:
+                fetched = fetch(record)
+                check_finite(fetched)
                 now = time.perf_counter()
-                metrics = {"step": step, **{k: v / window_steps for k, v in window.items()},
-                           "lr": float(step_metrics["lr"]),
+                steps_in = int(fetched["steps"])
+                metrics = {"step": step,
+                           **{k: float(v) / steps_in for k, v in fetched["sums"].items()},
+                           "lr": float(schedule(step - 1)),
                            "images_per_s": images_since / (now - tick),
                            "phase": 2 if in_phase_two(config, step - 1) else 1}
-                tick, images_since, window, window_steps = now, 0, {}, 0
+                tick, images_since, record = now, 0, fresh_record()
                 log.write(metrics)
             if is_chief and (step % config.train.image_every == 0 or step == config.train.steps):
                 _write_grid(workdir, step, predict, state, sample)
+            if held_out is not None and (step % config.train.eval_every == 0
+                                         or step == config.train.steps):
+                log.write({"step": step, **held_out.score(predict, state)})
             if step % config.checkpoint.every_steps == 0 or step == config.train.steps:
                 save(step)
             progress.update(step, metrics)
@@ -483,6 +644,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             print(f"\n{stop.received}: saved step {step} in {checkpointer.directory}; "
                   "run the same command to resume", flush=True)
     finally:
+        batches.close()
         progress.close()
         checkpointer.close()
         log.close()
@@ -502,8 +664,10 @@ def _init_from(other_workdir: str, model: PConvUNet, model_meta: dict) -> None:
 
 def _write_grid(workdir, step, predict, state, sample) -> None:
     """PNG grid: masked input, mask, output, composite, ground truth; one row per image."""
-    image, mask = sample["image"][:4], sample["mask"][:4]
-    output = np.asarray(predict(state, jnp.asarray(image), jnp.asarray(mask))).clip(0, 1)
+    output = np.asarray(predict(state, jnp.asarray(sample["image"][:4]),
+                                jnp.asarray(sample["mask"][:4]))).clip(0, 1)
+    image = sample["image"][:4].astype(np.float32) / 255.0  # (n,S,S,3) in [0,1]
+    mask = sample["mask"][:4].astype(np.float32)
     comp = mask * image + (1 - mask) * output
     rows = [[image[i] * mask[i], mask[i], output[i], comp[i], image[i]] for i in range(len(image))]
     save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), rows)
