@@ -131,3 +131,20 @@ def test_default_workers_leave_a_core_for_the_trainer(monkeypatch):
     for cores, expected in ((1, 0), (2, 1), (8, 7), (64, 16)):
         monkeypatch.setattr(data.os, "sched_getaffinity", lambda _pid, c=cores: set(range(c)))
         assert data.default_workers() == expected
+
+
+def test_crop_flip_equals_numpy_slicing():
+    """crop_flip without a resize is the NumPy crop at the drawn offsets, mirrored when the
+    drawn coin says so (OpenCV's flip is exact), and always a contiguous copy."""
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    flips = 0
+    for seed in range(20):
+        got = data.crop_flip(image, 24, 40, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        top, left = rng.integers(0, 40 - 24 + 1), rng.integers(0, 60 - 24 + 1)
+        want = image[top:top + 24, left:left + 24]
+        if rng.random() < 0.5:
+            want, flips = want[:, ::-1], flips + 1
+        np.testing.assert_array_equal(got, want)
+        assert got.flags["C_CONTIGUOUS"] and not np.shares_memory(got, image)
+    assert 0 < flips < 20
