@@ -379,13 +379,14 @@ def bench_loop(images: str, masks_dir: str, workdir: str, steps: int = 120,
         f"--config.train.steps={steps}", "--config.train.log_every=20",
         "--config.train.image_every=100000", "--config.checkpoint.every_steps=100000",
         "--config.loss.weights.perceptual=0", "--config.loss.weights.style_out=0",
-        "--config.loss.weights.style_comp=0",
+        "--config.loss.weights.style_comp=0", "--config.train.eval_every=0",
     ]
     subprocess.run([sys.executable, "-m", "pconv_jax.train", "--config",
                     "experiments/configs/demo.py", "--workdir", workdir, *overrides],
                    check=True, capture_output=True, text=True)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        logged = [json.loads(line)["images_per_s"] for line in f][1:]  # first: compilation
+        records = [json.loads(line) for line in f]
+    logged = [r["images_per_s"] for r in records if "images_per_s" in r][1:]  # 1st: compiling
     bare = bench_train_step(config, batch=32, repeats=repeats, weights=L1_ONLY)
     cli = statistics.median(logged)
     return {"net": "tiny UNet depth 4 width 16 @ 64px, batch 32, l1 terms",

@@ -534,6 +534,8 @@ def test_held_out_scores_match_independent_psnr():
 
     scored = held.score(zeros, None, batch=4)
     assert scored["eval_psnr"] == pytest.approx(expected_psnr(np.zeros_like(gt)), rel=1e-4)
+    zero_comp = valid * gt  # the holes filled with 0
+    assert scored["eval_l1"] == pytest.approx(100 * np.abs(zero_comp - gt).mean(), rel=1e-4)
     assert scored["eval_psnr_telea"] == held.telea_psnr
     perfect = held.score(truth, None)
     assert perfect["eval_psnr"] > 90 and perfect["eval_l1"] == pytest.approx(0, abs=1e-3)
@@ -557,3 +559,47 @@ def test_eval_every_logs_held_out_scores(tmp_path):
     config.data.eval_source = ""
     with pytest.raises(train.TrainingError, match="train.eval_every needs data.eval_source"):
         train.train_and_evaluate(config, str(tmp_path / "none"))
+
+
+def _cli_model(workdir):
+    """The model of a CLI run's newest checkpoint (demo config + TINY_CLI_OVERRIDES)."""
+    config = tiny_config()
+    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    step = ckpt.load_model(workdir, model)
+    return step, model_arrays(model)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_resumes_bitwise_and_leaves_no_worker(tmp_path):
+    """SIGKILL to the training CLI (1 data worker, batches prefetched) after a checkpoint:
+    its worker processes end within seconds, and running the same command again ends with the
+    model and logged losses of an uninterrupted run, bitwise."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "pconv_jax.train", "--config", "experiments/configs/demo.py",
+           *TINY_CLI_OVERRIDES, "--config.data.workers=1", "--config.checkpoint.every_steps=3",
+           "--config.train.steps=9"]
+    straight = subprocess.run([*cmd, "--workdir", str(tmp_path / "a")], env=ENV,
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    workdir = str(tmp_path / "b")
+    proc = subprocess.Popen([*cmd, "--workdir", workdir, "--config.train.steps=100000"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not os.path.isdir(os.path.join(workdir, "checkpoints", "3")):
+        time.sleep(0.2)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "no data worker was started"
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, [p.cmdline() for p in alive]
+    again = subprocess.run([*cmd, "--workdir", workdir], env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (step_a, a), (step_b, b) = _cli_model(str(tmp_path / "a")), _cli_model(workdir)
+    assert step_a == step_b == 9
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    losses_a = [r["loss"] for r in _read_metrics(tmp_path / "a")]
+    assert [r["loss"] for r in _read_metrics(workdir)][:9] == losses_a

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterator, Sequence
 
 import grain
@@ -298,11 +299,24 @@ def default_workers() -> int:
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-    """Runs first in each worker process: one OpenCV thread (the workers are the parallelism)."""
+    """Runs first in each worker process: one OpenCV thread (the workers are the parallelism),
+    and a watchdog that ends the worker when the training process is gone (kill -9 would
+    otherwise leave it behind, holding memory)."""
+    import threading
+    import time
+
     import cv2
 
     del worker_index, worker_count
     cv2.setNumThreads(1)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 class BatchIterator(Iterator):
@@ -329,6 +343,12 @@ class BatchIterator(Iterator):
 
             if not flags.FLAGS.is_parsed():  # Grain reads its own absl flags in the parent
                 flags.FLAGS.mark_as_parsed()
+            # Batches the workers made but nobody took when they stop stay in shared memory
+            # until Python's resource tracker removes them at exit, warning "leaked
+            # shared_memory objects" each time; the tracker takes its -W flags from here.
+            quiet = "ignore:resource_tracker:UserWarning"
+            if quiet not in sys.warnoptions:
+                sys.warnoptions.append(quiet)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=self.workers, per_worker_buffer_size=2), worker_init_fn=_worker_init)
         return iter(ds)

@@ -399,6 +399,12 @@ class DevicePrefetch:
         """{"next_index": k} of the next batch `__next__` returns."""
         return {"next_index": self.batches.get_state()["next_index"] - len(self.queue)}
 
+    def close(self) -> None:
+        """Drops the placed batches (on a CPU they may share the workers' shared memory) and
+        stops the reading workers."""
+        self.queue.clear()
+        self.batches.close()
+
 
 class HeldOut:
     """Fixed held-out pairs scored during training: the PSNR and l1 of the model's composite,
@@ -433,7 +439,7 @@ class HeldOut:
         gt, mask = self.gts.astype(np.float32) / 255, self.masks.astype(np.float32)
         comp = mask * gt + (1 - mask) * out
         return {"eval_psnr": self._mean_psnr(out),
-                "eval_l1": float(np.mean(np.asarray(self.metrics.l1(comp, gt)))) * 100,
+                "eval_l1": float(np.mean(np.asarray(self.metrics.l1(comp, gt)))),
                 "eval_psnr_telea": self.telea_psnr}
 
 
@@ -644,7 +650,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             print(f"\n{stop.received}: saved step {step} in {checkpointer.directory}; "
                   "run the same command to resume", flush=True)
     finally:
-        batches.close()
+        prefetch.close()
         progress.close()
         checkpointer.close()
         log.close()
