@@ -26,7 +26,7 @@ def _photo_folder(folder, count=6, size=(120, 90)):
 
 def _dataset(images, mask_dir, size=32):
     return data.train_dataset(data.open_source(images), image_size=size, local_batch=3, seed=7,
-                              masks=masks.MaskSource(size, mask_dir), scale_range=(0.5, 1.5))
+                              masks=masks.MaskSource(size, mask_dir), scale_range=(1.0, 1.5))
 
 
 def _take(iterator, n):

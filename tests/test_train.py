@@ -214,6 +214,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     ("train.log_every", 0), ("train.image_every", 0), ("checkpoint.every_steps", 0),
     ("checkpoint.keep", 0), ("train.batch_size", 0), ("train.steps", -1), ("num_devices", 0),
     ("num_devices", 99), ("data.threads", -1), ("data.scale_range", (0.0, 1.0)),
+    ("data.scale_range", (0.3, 0.8)), ("data.workers", -2), ("train.eval_every", -1),
+    ("data.eval_pairs", 0), ("vgg.fallback", "zero"),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
     """Counts and intervals outside what a run can use: a TrainingError naming the key."""

@@ -19,7 +19,7 @@ def tiny_config(steps=2, **train):
     """A 32-px, depth-3, width-4 run on the bundled photos with random VGG weights."""
     c = default_config()
     c.data.image_size = 32
-    c.data.scale_range = (0.2, 0.5)
+    c.data.scale_range = (1.0, 1.5)
     c.data.threads = 1
     c.model.depth = 3
     c.model.encoder_widths = (4, 8, 16)

@@ -58,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
         source="samples",  # 'samples', 'tfds:NAME/SPLIT' or an image folder
         tfds_data_dir="",
         image_size=512,
-        scale_range=(1.0, 1.0),  # shorter side resized to image_size * U(range) before cropping
+        scale_range=(1.0, 1.0),  # shorter side resized to image_size * U(range) (>= 1), then crop
         masks="",  # a folder of mask images (white = hole), or '' for generated irregular masks
         hole_range=(0.01, 0.6),
         eval_source="",  # held-out images scored every train.eval_every steps ('' = none)
@@ -136,8 +136,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
         problems.append(f"vgg.fallback must be 'random' or 'off', got "
                         f"{config.vgg.get('fallback')!r}")
     scale = tuple(config.data.scale_range)
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-        problems.append(f"data.scale_range must be (lo, hi) with 0 < lo <= hi, got {scale}")
+    if len(scale) != 2 or not 1 <= scale[0] <= scale[1]:
+        problems.append(f"data.scale_range must be (lo, hi) with 1 <= lo <= hi (the shorter side "
+                        f"is resized to image_size * U(lo, hi), never below image_size, so "
+                        f"factors under 1 would do nothing), got {scale}")
     if config.train.get("eval_every", 0) and not config.data.get("eval_source"):
         problems.append("train.eval_every needs data.eval_source (held-out images, e.g. "
                         "'samples:chelsea,coffee' or a folder)")
