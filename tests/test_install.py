@@ -141,8 +141,12 @@ def make_install_dry_run(*args: str) -> subprocess.CompletedProcess:
     """`make -n -B install ARGS` in the repository: the commands make would run, none run."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    return subprocess.run(["make", "-n", "-B", "install", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    # under `make test` the environment carries the outer make's flags (MAKEFLAGS, MAKELEVEL):
+    # without them, and without directory messages, this make speaks only for itself
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "--no-print-directory", "-n", "-B", "install", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("accel", ["bogus", "cuda12 tpu", "CUDA12"])
