@@ -210,11 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     from pconv_jax import data
-    from pconv_jax.checkpoint import CheckpointError
+    from pconv_jax.checkpoint import CheckpointError, checkpoint_dir
     from pconv_jax.inpaint import Inpainter, InpaintError
+    from pconv_jax.paths import check_outputs
     from pconv_jax.visualize import save_grid
 
     try:
+        # before anything is read or loaded: --out may overlap no input, however spelled
+        check_outputs({"--out": args.out}, {
+            "--images": args.images, "--masks": args.masks,
+            "--workdir's checkpoints": checkpoint_dir(args.workdir)})
         inpainter = Inpainter.from_workdir(args.workdir, args.step)
         size = args.size or inpainter.model.config.image_size
         entries = eval_masks(args.masks, size, args.per_bucket, args.seed)

@@ -26,6 +26,7 @@ from PIL import Image
 
 from pconv_jax import checkpoint as ckpt
 from pconv_jax.model import PConvUNet
+from pconv_jax.paths import check_outputs
 
 # Images above this many pixels are refused rather than risking the host's memory.
 MAX_PIXELS = 4096 * 4096
@@ -243,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
+        # before anything is read or loaded: --out may overlap no input, however spelled
+        check_outputs({"--out": args.out}, {
+            "--image": args.image, "--mask": args.mask, "--images": args.images,
+            "--masks": args.masks, "--workdir's checkpoints": ckpt.checkpoint_dir(args.workdir)})
         if single:
             check_output_path(args.out)
             jobs = [(args.image, args.mask, args.out)]
@@ -276,10 +281,6 @@ def _by_relative_stem(folder: str) -> dict[str, str]:
 def _folder_jobs(images: str, masks: str, out: str) -> list[tuple[str, str, str]]:
     """(image, mask, output) triples: a mask at the same relative path (any extension) as its
     image; outputs mirror that path under `out` as PNG."""
-    real_out, real_images = os.path.realpath(out), os.path.realpath(images)
-    if os.path.commonpath([real_out, real_images]) == real_images:
-        raise InpaintError(f"--out {out} lies inside --images {images}: the results would "
-                           "overwrite or mix with the inputs; choose another folder")
     mask_files = _by_relative_stem(masks)
     jobs = []
     for key, path in sorted(_by_relative_stem(images).items()):

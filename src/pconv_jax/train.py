@@ -37,6 +37,7 @@ from pconv_jax import data as data_lib
 from pconv_jax import losses, vgg
 from pconv_jax.masks import MaskSource
 from pconv_jax.model import PConvUNet, UNetConfig
+from pconv_jax.paths import OverlapError, check_outputs
 from pconv_jax.visualize import save_grid
 
 
@@ -486,6 +487,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     process, processes = jax.process_index(), jax.process_count()
     local_batch = global_batch // processes
     is_chief = process == 0
+    try:  # before anything is written: the run folder may overlap no input, however spelled
+        check_outputs({"--workdir": workdir}, {
+            f"data.{key}": config.data.get(key) for key in
+            ("source", "masks", "eval_source", "tfds_data_dir")} | {
+            "vgg.weights": config.vgg.get("weights"),
+            "train.init_from": config.train.get("init_from")})
+    except OverlapError as err:
+        raise TrainingError(str(err)) from None
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as err:

@@ -1,0 +1,53 @@
+"""One rule for every command line: what it writes never overlaps what it reads.
+
+After symbolic links and '..' are resolved, an output may not be an input file, lie inside an
+input folder, or be a folder that holds an input. The commands check this before they load a
+model or do any work, and the error names both flags and both paths, so a mistyped `--out`
+costs a message instead of a user's photos, masks or checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+class OverlapError(ValueError):
+    """An output path overlaps an input path; the message names both."""
+
+
+def _real(path: str) -> str:
+    """The absolute path with symbolic links and '..' resolved (also for paths not there yet)."""
+    return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+
+
+def _within(inner: str, outer: str) -> bool:
+    """Whether the resolved path `inner` is `outer` or lies below it."""
+    return os.path.commonpath([inner, outer]) == outer
+
+
+def check_outputs(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None]) -> None:
+    """Raises OverlapError when an output overlaps an input.
+
+    outputs, inputs: {flag: path}; empty entries are skipped, and so are inputs that name
+    nothing on disk (`samples`, `tfds:NAME/SPLIT`).
+    """
+    for in_flag, in_path in inputs.items():
+        if not in_path or not os.path.lexists(in_path):
+            continue
+        real_in = _real(in_path)
+        for out_flag, out_path in outputs.items():
+            if not out_path:
+                continue
+            real_out = _real(out_path)
+            if real_out == real_in:
+                clash = f"{out_flag} {out_path} and {in_flag} {in_path} are the same path"
+            elif _within(real_out, real_in):
+                clash = f"{out_flag} {out_path} lies inside the input folder {in_flag} {in_path}"
+            elif _within(real_in, real_out):
+                clash = f"{out_flag} {out_path} is a folder that holds {in_flag} {in_path}"
+            else:
+                continue
+            raise OverlapError(
+                f"{clash} (resolved: {real_out} and {real_in}); writing there could overwrite "
+                f"or mix with the input, so nothing was done: choose another {out_flag}")
