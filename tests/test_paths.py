@@ -133,3 +133,33 @@ def test_output_in_the_runs_checkpoints_is_refused(inputs, capsys):
     status = evaluate.main(["--workdir", str(inputs / "run"), "--images", "samples",
                             "--out", str(inputs / "run")])
     assert status == 1 and "holds --workdir's checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--size", "100000"], "--size must be between 8 and 4096, got 100000"),
+    (["--per-bucket", "0"], "--per-bucket must be >= 1, got 0"),
+])
+def test_make_eval_set_ranges_name_the_flag(tmp_path, capsys, argv, message):
+    """make-eval-set refuses a negative seed, a size that cannot fit in memory (it died in a
+    MemoryError traceback) or no masks: exit 2, the flag named, nothing written."""
+    from pconv_jax import masks
+
+    with pytest.raises(SystemExit) as exited:
+        masks.main(["make-eval-set", "--out", str(tmp_path / "m"), *argv])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--size", "100000"], "--size must be between 8 and 4096, got 100000"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+])
+def test_evaluate_ranges_name_the_flag(tmp_path, capsys, argv, message):
+    """evaluate's numeric flags out of range: exit 2 naming the flag, before any model."""
+    with pytest.raises(SystemExit) as exited:
+        evaluate.main(["--workdir", str(tmp_path / "none"), "--images", "samples",
+                       "--out", str(tmp_path / "o"), *argv])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -215,7 +215,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     ("checkpoint.keep", 0), ("train.batch_size", 0), ("train.steps", -1), ("num_devices", 0),
     ("num_devices", 99), ("data.threads", -1), ("data.scale_range", (0.0, 1.0)),
     ("data.scale_range", (0.3, 0.8)), ("data.workers", -2), ("train.eval_every", -1),
-    ("data.eval_pairs", 0), ("vgg.fallback", "zero"),
+    ("data.eval_pairs", 0), ("vgg.fallback", "zero"), ("seed", -1), ("optim.lr", -1.0),
+    ("optim.lr", 0.0), ("optim.finetune_lr", float("nan")), ("optim.b2", 1.0),
+    ("loss.weights.hole", -1.0), ("loss.weights.style_out", float("inf")),
+    ("data.image_size", 100_000),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
     """Counts and intervals outside what a run can use: a TrainingError naming the key."""
@@ -226,6 +229,19 @@ def test_config_values_that_cannot_work_are_named(key, value):
     with pytest.raises(train.TrainingError, match=key.replace(".", r"\.")):
         train.check_config(config, device_count=2)
     train.check_config(tiny_config(), device_count=2)  # the unchanged config passes
+
+
+def test_stray_positional_argument_is_refused(tmp_path, monkeypatch, capsys):
+    """`... --workdir runs/x extra_arg` used to train anyway: now exit 2, naming the argument,
+    before any work (no workdir is created)."""
+    argv = ["train", "--config", "experiments/configs/demo.py", "--workdir",
+            str(tmp_path / "x"), "extra_arg"]
+    monkeypatch.setattr("sys.argv", argv)  # ml_collections reads its overrides there
+    with pytest.raises(SystemExit) as exited:
+        train.main(argv)
+    assert exited.value.code == 2
+    assert "unexpected argument(s) extra_arg" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_metrics_log_survives_a_half_written_line(tmp_path):

@@ -209,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
+    for problem in mask_lib.range_problems({
+            "--per-bucket": (args.per_bucket, 1, None), "--seed": (args.seed, 0, None),
+            "--batch-size": (args.batch_size, 1, None),
+            "--size": (8 if args.size is None else args.size, 8, mask_lib.MAX_MASK_SIZE)}):
+        parser.error(problem)
     from pconv_jax import data
     from pconv_jax.checkpoint import CheckpointError, checkpoint_dir
     from pconv_jax.inpaint import Inpainter, InpaintError

@@ -495,6 +495,19 @@ def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:
     return index
 
 
+MAX_MASK_SIZE = 4096  # evaluation masks: the largest side the CLIs accept anywhere
+
+
+def range_problems(values: dict[str, tuple[int, int, int | None]]) -> list[str]:
+    """'--flag must be ...' for each {flag: (value, least, most)} outside [least, most]."""
+    problems = []
+    for flag, (value, least, most) in values.items():
+        if value < least or (most is not None and value > most):
+            bound = f"between {least} and {most}" if most is not None else f">= {least}"
+            problems.append(f"{flag} must be {bound}, got {value}")
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: `python -m pconv_jax.masks make-eval-set ...`."""
     parser = argparse.ArgumentParser(prog="python -m pconv_jax.masks",
@@ -507,9 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--size", type=int, default=512, help="mask side in pixels")
     ev.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.per_bucket < 1 or args.size < 8:
-        parser.error(f"need --per-bucket >= 1 and --size >= 8, got {args.per_bucket}, "
-                     f"{args.size}")
+    for problem in range_problems({"--per-bucket": (args.per_bucket, 1, None),
+                                   "--size": (args.size, 8, MAX_MASK_SIZE),
+                                   "--seed": (args.seed, 0, None)}):
+        parser.error(problem)
     try:
         index = make_eval_set(args.out, args.per_bucket, args.size, args.seed)
     except (OSError, ValueError, RuntimeError) as err:

@@ -111,6 +111,9 @@ def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
         raise TrainingError(f"model configuration: {err}") from None
 
 
+MAX_IMAGE_SIZE = 4096  # training crops: the largest side the CLIs accept anywhere
+
+
 def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     """Raises TrainingError naming every count or interval of `config` that cannot work."""
     problems = []
@@ -141,6 +144,23 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
         problems.append(f"data.scale_range must be (lo, hi) with 1 <= lo <= hi (the shorter side "
                         f"is resized to image_size * U(lo, hi), never below image_size, so "
                         f"factors under 1 would do nothing), got {scale}")
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        problems.append(f"seed must be a whole number >= 0, got {seed!r}")
+    if config.data.image_size > MAX_IMAGE_SIZE:
+        problems.append(f"data.image_size must be at most {MAX_IMAGE_SIZE}, got "
+                        f"{config.data.image_size}")
+    for key in ("lr", "finetune_lr"):
+        value = config.optim[key]
+        if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            problems.append(f"optim.{key} must be a number > 0, got {value!r}")
+    for key in ("b1", "b2"):
+        value = config.optim[key]
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            problems.append(f"optim.{key} must lie in [0, 1), got {value!r}")
+    for term, value in config.loss.weights.items():
+        if not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            problems.append(f"loss.weights.{term} must be a number >= 0, got {value!r}")
     if config.train.get("eval_every", 0) and not config.data.get("eval_source"):
         problems.append("train.eval_every needs data.eval_source (held-out images, e.g. "
                         "'samples:chelsea,coffee' or a folder)")
@@ -766,7 +786,7 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
     if config_path and not os.path.isfile(config_path):
         return f"config file not found: {config_path}"
     try:
-        flag_values(argv)
+        rest = flag_values(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
         if isinstance(err, AttributeError) and "get_config" in str(err):
             return f"config file {config_path} has no get_config() function"
@@ -776,6 +796,9 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
         return str(err)
     except Exception as err:  # noqa: BLE001 - the config file is user code: any error is theirs
         return f"cannot load config file {config_path}: {type(err).__name__}: {err}"
+    if len(rest) > 1:  # rest[0] is the program
+        return (f"unexpected argument(s) {' '.join(rest[1:])}: settings are given as "
+                "--config.KEY=VALUE")
     return None
 
 
