@@ -269,7 +269,8 @@ def test_inpainter_refuses_values_it_would_misread(inpainter):
 
 def test_folder_jobs_pair_by_relative_path_and_protect_the_inputs(tmp_path):
     """Same file names in two subfolders get their own masks and outputs; two images sharing
-    a name stem are refused (an output inside the inputs: tests/test_paths.py)."""
+    a name stem, and a mask folder that is (or is inside) the image folder, are refused (an
+    output inside the inputs: tests/test_paths.py)."""
     from pconv_jax.inpaint import InpaintError, _folder_jobs
 
     for sub in ("a", "b"):
@@ -282,6 +283,9 @@ def test_folder_jobs_pair_by_relative_path_and_protect_the_inputs(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a" / "x.jpg")
     with pytest.raises(InpaintError, match="share one output"):
         _folder_jobs(str(tmp_path / "images"), str(tmp_path / "masks"), str(tmp_path / "o"))
+    for masks in ("images", "images/a", "images/../images"):  # photos taken as their masks
+        with pytest.raises(InpaintError, match="every photo would be taken as a mask"):
+            _folder_jobs(str(tmp_path / "images"), str(tmp_path / masks), str(tmp_path / "o"))
 
 
 @pytest.mark.parametrize("out", ["filled.jpg", "filled", "folder/"])

@@ -281,6 +281,11 @@ def _by_relative_stem(folder: str) -> dict[str, str]:
 def _folder_jobs(images: str, masks: str, out: str) -> list[tuple[str, str, str]]:
     """(image, mask, output) triples: a mask at the same relative path (any extension) as its
     image; outputs mirror that path under `out` as PNG."""
+    real_images, real_masks = os.path.realpath(images), os.path.realpath(masks)
+    if os.path.commonpath([real_images, real_masks]) in (real_images, real_masks):
+        raise InpaintError(f"--images {images} and --masks {masks} are the same folder or one "
+                           "holds the other: every photo would be taken as a mask; keep the "
+                           "masks in a folder of their own")
     mask_files = _by_relative_stem(masks)
     jobs = []
     for key, path in sorted(_by_relative_stem(images).items()):
