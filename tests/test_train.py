@@ -244,6 +244,21 @@ def test_stray_positional_argument_is_refused(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_unknown_key_is_one_plain_line(tmp_path, monkeypatch, capsys):
+    """A misspelt override names the key and ml_collections' suggestion on one line, without
+    the escaped quotes and newline of the raw KeyError."""
+    argv = ["train", "--config", "experiments/configs/demo.py", "--workdir",
+            str(tmp_path / "x"), "--config.train.stepz=3"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    first = err.splitlines()[0]
+    assert first.startswith("error: unknown config key stepz; Did you mean \"steps\"")
+    assert "\\" not in first and "--config.train.stepz" in first
+
+
 def test_metrics_log_survives_a_half_written_line(tmp_path):
     """A killed run leaves a partial last line: resuming drops it and the steps past resume."""
     lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]

@@ -791,8 +791,12 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
         if isinstance(err, AttributeError) and "get_config" in str(err):
             return f"config file {config_path} has no get_config() function"
         if isinstance(err, (AttributeError, KeyError)):
-            overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-            return f"unknown config key {err} among the overrides {overrides}"
+            overrides = " ".join(a.split("=")[0] for a in argv if a.startswith("--config."))
+            # ml_collections' text may hold escaped quotes and a newline: one plain line
+            text = str(err.args[0] if err.args else err)
+            for junk, plain in (("\\n", "; "), ("\n", "; "), ("\\'", ""), ("'", "")):
+                text = text.replace(junk, plain)
+            return f"unknown config key {text} (overrides given: {overrides})"
         return str(err)
     except Exception as err:  # noqa: BLE001 - the config file is user code: any error is theirs
         return f"cannot load config file {config_path}: {type(err).__name__}: {err}"
