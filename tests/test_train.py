@@ -244,6 +244,20 @@ def test_stray_positional_argument_is_refused(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's read-only /proc")
+def test_unwritable_workdir_is_one_line(tmp_path, monkeypatch, capsys):
+    """An existing folder that takes no files (/proc here: writable by nobody, root included)
+    ended in an OSError traceback from Orbax; now one line naming it, exit 1."""
+    argv = ["train", "--config", "experiments/configs/demo.py", "--workdir", "/proc",
+            "--config.train.steps=1"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and "Traceback" not in err
+    assert "cannot write into the workdir /proc" in err
+
+
 def test_unknown_key_is_one_plain_line(tmp_path, monkeypatch, capsys):
     """A misspelt override names the key and ml_collections' suggestion on one line, without
     the escaped quotes and newline of the raw KeyError."""

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -519,6 +520,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
         os.makedirs(workdir, exist_ok=True)
     except OSError as err:
         raise TrainingError(f"cannot create the workdir {workdir}: {err.strerror}") from None
+    try:  # an existing folder may still refuse files (read-only, another owner)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        raise TrainingError(f"cannot write into the workdir {workdir}: {err.strerror}; "
+                            "choose a writable --workdir") from None
 
     # --- Model, loss, optimizer ------------------------------------------------------------------
     model_cfg = unet_config(config)
