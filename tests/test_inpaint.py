@@ -322,3 +322,17 @@ def test_eval_masks_bucket_by_pixels_not_by_label(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"files": []}))
     with pytest.raises(ValueError, match="not a make-eval-set index"):
         eval_masks(str(tmp_path), 40, 1, 0)
+
+
+def test_eval_masks_of_mixed_sizes_name_the_file(tmp_path):
+    """An evaluation mask folder with one mask of another size: a ValueError naming that file
+    and both sizes (it was NumPy's 'all input arrays must have the same shape')."""
+    from pconv_jax import evaluate, masks
+
+    masks.make_eval_set(str(tmp_path), per_bucket=1, size=32, seed=0)
+    odd = sorted(p for p in os.listdir(tmp_path) if p.endswith(".png"))[3]
+    hole = np.zeros((40, 40), np.uint8)
+    hole[5:20, 5:20] = 255
+    Image.fromarray(hole).save(tmp_path / odd)
+    with pytest.raises(ValueError, match=rf"{odd} is 40x40 but the masks before it .* are 32x32"):
+        evaluate.eval_masks(str(tmp_path), 32, 1, 0)

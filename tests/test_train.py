@@ -655,3 +655,18 @@ def test_kill_9_mid_run_resumes_bitwise_and_leaves_no_worker(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert [r["loss"] for r in _read_metrics(workdir)] == \
         [r["loss"] for r in _read_metrics(tmp_path / "a")]
+
+
+def test_printed_tensorboard_command_survives_spaces(tmp_path, monkeypatch, capsys):
+    """The closing 'tensorboard --logdir ...' line is a shell command that works as printed
+    for a workdir with spaces (shlex reads back the path)."""
+    import shlex
+
+    workdir = str(tmp_path / "my runs" / "demo 1")
+    argv = ["train", "--config", "experiments/configs/demo.py", "--workdir", workdir,
+            *TINY_CLI_OVERRIDES, "--config.train.steps=0"]
+    monkeypatch.setattr("sys.argv", argv)
+    train.main(argv)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "tensorboard --logdir" in x)
+    words = shlex.split(line.split("tensorboard:", 1)[1])
+    assert words == ["tensorboard", "--logdir", os.path.join(workdir, "tensorboard")]

@@ -50,6 +50,11 @@ def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> lis
         for entry, name in zip(index["masks"], files, strict=True):
             mask = mask_lib.load_mask_image(os.path.join(folder, name),
                                             hole_is_white=index.get("hole_is_white", True))
+            if entries and mask.shape != entries[0]["mask"].shape:
+                raise ValueError(f"{os.path.join(folder, name)} is {mask.shape[1]}x"
+                                 f"{mask.shape[0]} but the masks before it in {index_path} are "
+                                 f"{entries[0]['mask'].shape[1]}x{entries[0]['mask'].shape[0]}: "
+                                 "an evaluation set has one mask size")
             bucket = mask_lib.bucket_of(mask)  # from the pixels: labels are not trusted
             if bucket is None:
                 outside += 1

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -860,7 +861,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"done at step {result['step']}\n  checkpoints: {result['checkpoints']}\n"
               f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')}\n"
               f"  samples:     {_latest_grid(workdir)}\n"
-              f"  tensorboard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+              f"  tensorboard: tensorboard --logdir "
+              f"{shlex.quote(os.path.join(workdir, 'tensorboard'))}")
 
 
 if __name__ == "__main__":
