@@ -336,3 +336,29 @@ def test_eval_masks_of_mixed_sizes_name_the_file(tmp_path):
     Image.fromarray(hole).save(tmp_path / odd)
     with pytest.raises(ValueError, match=rf"{odd} is 40x40 but the masks before it .* are 32x32"):
         evaluate.eval_masks(str(tmp_path), 32, 1, 0)
+
+
+@pytest.mark.parametrize("key,value", [("leaky_slope", 0.3), ("encoder_widths", [4, 8, 32])])
+def test_config_json_disagreeing_with_the_checkpoint_is_one_line(run_dir, tmp_path, key, value):
+    """A run whose config.json says another model setting than its checkpoint recorded: the
+    CLI ends in one line naming the setting (before, leaky_slope was used silently and a
+    width gave ~200 lines of Orbax errors)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["model"][key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    _save(tmp_path / "img.png", np.zeros((32, 32, 3), np.uint8))
+    hole = np.zeros((32, 32), np.uint8)
+    hole[4:12, 4:12] = 255
+    _save(tmp_path / "mask.png", hole)
+    run = subprocess.run([sys.executable, "-m", "pconv_jax.inpaint", "--workdir", str(copy),
+                          "--image", str(tmp_path / "img.png"), "--mask",
+                          str(tmp_path / "mask.png"), "--out", str(tmp_path / "out.png")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and f"model.{key} there is" in run.stderr, run.stderr[-2000:]
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr[-2000:]
+    assert not (tmp_path / "out.png").exists()

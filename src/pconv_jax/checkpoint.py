@@ -118,7 +118,8 @@ class Checkpointer:
                               f"({type(err).__name__}: {err}); trying an older one", stacklevel=3)
                 continue
             for key, want in (check_meta or {}).items():
-                if meta.get(key) != want:
+                # a key older checkpoints did not record cannot be compared
+                if key in meta and meta[key] != want:
                     raise ConfigMismatchError(
                         f"{self.directory} holds checkpoints of another configuration: "
                         f"{key} there is {meta.get(key)}, here {want}. Use another --workdir "

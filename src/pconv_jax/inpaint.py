@@ -64,7 +64,9 @@ class Inpainter:
             raise InpaintError(f"{config_path} does not describe a usable model "
                                f"({type(err).__name__}: {err})") from None
         model = PConvUNet(model_config, rngs=nnx.Rngs(0))
-        return cls(model, ckpt.load_model(path, model, step))
+        # config.json must agree with what the checkpoint recorded, setting by setting
+        return cls(model, ckpt.load_model(path, model, step,
+                                          check_meta=model_config.output_settings()))
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """image (H,W,3) or (N,H,W,3), [0,1] float or uint8; mask (H,W)/(N,H,W[,1]), 1 = valid.

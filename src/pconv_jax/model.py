@@ -59,6 +59,15 @@ class UNetConfig:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
+    def output_settings(self) -> dict:
+        """{"model.NAME": value} of every setting that changes what a trained model outputs
+        (not the nominal image size, the compute dtype or the BatchNorm momentum), as JSON
+        values: checkpoints record them, and readers compare them with their config."""
+        names = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
+                 "decoder_kernel", "leaky_slope", "bn_epsilon", "mask_eps")
+        return {f"model.{name}": (list(value) if isinstance(value, tuple) else value)
+                for name in names for value in (getattr(self, name),)}
+
     @property
     def decoder_widths(self) -> tuple[int, ...]:
         """Output widths of the decoder layers: each matches its skip's width, the last is RGB."""

@@ -643,7 +643,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
         nonlocal last_saved
         check_finite(fetch({k: record[k] for k in ("bad_step", "bad")}))
         checkpointer.save(at_step, state, prefetch.state(),
-                          {**model_meta, "step": at_step, "seed": config.seed,
+                          {**model_cfg.output_settings(), **model_meta, "step": at_step,
+                           "seed": config.seed,
                            "batch_size": global_batch})
         last_saved = at_step
 
