@@ -124,9 +124,12 @@ def test_cli_folder_mode(run_dir, tmp_path):
 
 
 def test_missing_run_is_a_message(tmp_path):
-    """A workdir without a run: exit 1 and a sentence, no traceback."""
-    run = _cli("--workdir", str(tmp_path), "--image", "x.png", "--mask", "y.png", "--out",
-               str(tmp_path / "o.png"))
+    """A workdir without a run: exit 1 and a sentence, no traceback (the inputs are fine:
+    missing inputs are reported first, see tests/test_paths.py)."""
+    _save(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
+    _save(tmp_path / "y.png", np.full((8, 8), 255, np.uint8))
+    run = _cli("--workdir", str(tmp_path / "run"), "--image", str(tmp_path / "x.png"), "--mask",
+               str(tmp_path / "y.png"), "--out", str(tmp_path / "o.png"))
     assert run.returncode == 1 and "not a training run" in run.stderr
     assert "Traceback" not in run.stderr
 

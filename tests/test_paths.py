@@ -163,3 +163,31 @@ def test_evaluate_ranges_name_the_flag(tmp_path, capsys, argv, message):
                        "--out", str(tmp_path / "o"), *argv])
     assert exited.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["empty image", "mask size", "unwritable out"])
+def test_inpaint_checks_inputs_before_loading_the_model(inputs, capsys, case):
+    """A 0-byte image, a mask of another size, or an output folder that takes no files is
+    reported first (the run folder here is not even a training run, which would be the
+    error otherwise), in well under a second instead of after the model loads."""
+    import time
+
+    image, mask = str(inputs / "photos" / "a.png"), str(inputs / "masks" / "a.png")
+    out = str(inputs / "out.png")
+    if case == "empty image":
+        image = str(inputs / "empty.png")
+        open(image, "wb").close()
+        expected = f"cannot read image {image}"
+    elif case == "mask size":
+        mask = str(inputs / "big_mask.png")
+        Image.fromarray(np.zeros((40, 36), np.uint8)).save(mask)
+        expected = f"mask {mask} is 36x40 but the image {image} is 32x32"
+    else:
+        out = "/proc/pconv_out.png"  # no one, root included, may create files in /proc
+        expected = "cannot write /proc/pconv_out.png"
+    start = time.perf_counter()
+    status = inpaint.main(["--workdir", str(inputs / "not_a_run"), "--image", image,
+                           "--mask", mask, "--out", out])
+    err = capsys.readouterr().err
+    assert status == 1 and expected in err and "training run" not in err, err
+    assert time.perf_counter() - start < 1.0

@@ -182,6 +182,46 @@ def _save(out_path: str, image: np.ndarray) -> None:
     Image.fromarray(image).save(out_path, **options)
 
 
+def _displayed_size(path: str, what: str) -> tuple[int, int]:
+    """(width, height) of an image file as displayed (EXIF rotation), from its header alone."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF: a quarter turn
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
+        raise InpaintError(f"cannot read {what} {path}: {err}") from None
+    return (h, w) if turned else (w, h)
+
+
+def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -> None:
+    """Raises InpaintError for the first job whose image or mask header does not read, whose
+    sizes do not fit, or whose output folder takes no files: checks that cost milliseconds,
+    made before the model loads."""
+    import tempfile
+
+    probed: set[str] = set()
+    for image_path, mask_path, out in jobs:
+        w, h = _displayed_size(image_path, "image")
+        if w * h > MAX_PIXELS:
+            raise InpaintError(f"image {image_path} of {w}x{h} pixels exceeds the limit of "
+                               f"{MAX_PIXELS} pixels; downscale or tile it")
+        mw, mh = _displayed_size(mask_path, "mask")
+        if (mw, mh) != (w, h) and not resize_mask:
+            raise InpaintError(f"mask {mask_path} is {mw}x{mh} but the image {image_path} is "
+                               f"{w}x{h}; pass --resize-mask to resize it (nearest neighbour)")
+        folder = os.path.dirname(os.path.abspath(out))
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)  # the nearest folder that exists
+        if folder in probed:
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                probed.add(folder)
+        except OSError as err:
+            raise InpaintError(f"cannot write {out}: {folder} takes no files "
+                               f"({err.strerror})") from None
+
+
 def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
                   invert: bool = False, resize_mask: bool = False, batch_size: int = 4,
                   progress: bool = False) -> list[str]:
@@ -255,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [(args.image, args.mask, args.out)]
         else:
             jobs = _folder_jobs(args.images, args.masks, args.out)
+        check_jobs(jobs, resize_mask=args.resize_mask)  # a bad input costs milliseconds
         inpainter = Inpainter.from_workdir(args.workdir, args.step)
         for line in inpaint_files(inpainter, jobs, invert=args.invert_mask,
                                   resize_mask=args.resize_mask, batch_size=args.batch_size,
