@@ -191,3 +191,18 @@ def test_inpaint_checks_inputs_before_loading_the_model(inputs, capsys, case):
     err = capsys.readouterr().err
     assert status == 1 and expected in err and "training run" not in err, err
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("command,shown", [
+    ("inpaint", "(default: 4)"), ("evaluate", "(default: 10)"), ("make-eval-set", "(default: 512)"),
+])
+def test_help_shows_the_defaults(capsys, command, shown):
+    """Each argparse CLI's --help gives every flag's default (batch size, masks per bucket,
+    mask size) and exits 0."""
+    from pconv_jax import masks
+
+    main, argv = {"inpaint": (inpaint.main, ["--help"]), "evaluate": (evaluate.main, ["--help"]),
+                  "make-eval-set": (masks.main, ["make-eval-set", "--help"])}[command]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0 and shown in capsys.readouterr().out

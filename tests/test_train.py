@@ -285,10 +285,22 @@ def test_metrics_log_survives_a_half_written_line(tmp_path):
 
 
 def test_help_lists_the_flags():
-    """--help prints the flags and exits 0."""
+    """--help prints the flags and every config key of default_config with its default, in
+    the form it is typed (no developer notes), and exits 0."""
     run = subprocess.run([sys.executable, "-m", "pconv_jax.train", "--help"], env=ENV,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "--workdir" in run.stdout
+    listed = {line.split("=")[0].strip() for line in run.stdout.splitlines()
+              if line.startswith("  --config.")}
+
+    def leaves(node, prefix):  # every leaf key of a ConfigDict, dotted
+        return [name for key, value in node.items() for name in (
+            leaves(value, f"{prefix}{key}.") if hasattr(value, "items") else [prefix + key])]
+
+    assert listed == set(leaves(train.default_config(), "--config."))
+    assert "--config.loss.weights.hole=6.0" in run.stdout
+    assert "--config.data.scale_range=(1.0,1.0)" in run.stdout
+    assert "jitted step" not in run.stdout  # the module docstring is for developers
 
 
 def _two_processes(workdir: str, *extra: str) -> list[str]:

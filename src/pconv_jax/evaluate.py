@@ -200,6 +200,7 @@ def write_tables(out: str, results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m pconv_jax.evaluate",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="training run folder")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (newest)")
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-bucket", type=int, default=10,
                         help="generated masks per bucket and border class")
     parser.add_argument("--seed", type=int, default=0, help="seed of generated masks")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="image-mask pairs inpainted together")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     for problem in mask_lib.range_problems({

@@ -262,6 +262,7 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m pconv_jax.inpaint",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="training run folder")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (newest)")

@@ -513,12 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pconv_jax.masks",
                                      description="hole masks for pconv-jax")
     sub = parser.add_subparsers(dest="command", required=True)
-    ev = sub.add_parser("make-eval-set", help="a fixed evaluation mask set with index.json")
+    ev = sub.add_parser("make-eval-set", help="a fixed evaluation mask set with index.json",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--per-bucket", type=int, default=100,
                     help="masks per hole-ratio bucket and border class")
     ev.add_argument("--size", type=int, default=512, help="mask side in pixels")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the random masks")
     args = parser.parse_args(argv)
     for problem in range_problems({"--per-bucket": (args.per_bucket, 1, None),
                                    "--size": (args.size, 8, MAX_MASK_SIZE),

@@ -815,6 +815,36 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
     return None
 
 
+def _as_flag(value: Any) -> str:
+    """A config value as it is typed after --config.KEY=."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(str(v) for v in value) + ")"
+    return "''" if value == "" else str(value)
+
+
+def help_text(flag_values, usage: str) -> str:
+    """--help: what the command does, its flags, and every config key with its default."""
+    flat = []
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, ml_collections.ConfigDict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat.append(f"  --config.{prefix}{key}={_as_flag(value)}")
+
+    walk(default_config(), "")
+    flags_help = "\n".join(f"  --{name}: {flag_values[name].help}" for name in
+                           ("config", "workdir", "coordinator_address", "num_processes",
+                            "process_id"))
+    return (f"Trains the partial-convolution UNet (Liu et al. 2018) from an experiment config; "
+            f"the same command resumes a stopped run.\n\n{usage}\n\nflags:\n{flags_help}\n\n"
+            "config keys (defaults below: the paper's settings; a config file overrides some, "
+            "--config.KEY=VALUE any; README.md 'Training' explains them):\n" + "\n".join(flat))
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m pconv_jax.train --config CONFIG.py --workdir DIR [--config.KEY=VALUE ...]`."""
     from absl import flags
@@ -835,12 +865,7 @@ def main(argv: list[str] | None = None) -> None:
     usage = ("usage: python -m pconv_jax.train --config experiments/configs/demo.py "
              "--workdir runs/demo [--config.KEY=VALUE ...]")
     if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(f"{__doc__}\n{usage}\n\nflags:\n"
-              + "\n".join(f"  --{name}: {flag_values[name].help}" for name in
-                          ("config", "workdir", "coordinator_address", "num_processes",
-                           "process_id"))
-              + "\n  --config.KEY=VALUE: override any config key, e.g. "
-                "--config.train.steps=20 --config.loss.weights.tv=0")
+        print(help_text(flag_values, usage))
         sys.exit(0)
     error = parse_config_flags(flag_values, argv)
     if error:
