@@ -115,7 +115,7 @@ class Checkpointer:
                 unreadable.append(candidate)
                 errors.append(_summary(err))
                 warnings.warn(f"checkpoint {candidate} in {self.directory} is unreadable "
-                              f"({type(err).__name__}: {err}); trying an older one", stacklevel=3)
+                              f"({errors[-1]}); trying an older one", stacklevel=3)
                 continue
             for key, want in (check_meta or {}).items():
                 # a key older checkpoints did not record cannot be compared
@@ -131,8 +131,7 @@ class Checkpointer:
                 unreadable.append(candidate)
                 errors.append(_summary(err))
                 warnings.warn(f"checkpoint {candidate} in {self.directory} could not be "
-                              f"restored ({type(err).__name__}: {err}); trying an older one",
-                              stacklevel=3)
+                              f"restored ({errors[-1]}); trying an older one", stacklevel=3)
                 continue
             for broken in unreadable if delete_unreadable else ():
                 self.manager.delete(broken)
@@ -152,10 +151,12 @@ class Checkpointer:
         self.manager.close()
 
 
-def _summary(err: Exception) -> str:
-    """'Type: first line of the message'."""
+def _summary(err: Exception, limit: int = 160) -> str:
+    """'Type: first line of the message', at most `limit` characters of it (Orbax's and
+    TensorStore's errors run to a hundred lines)."""
     text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first[:limit]}{' ...' if len(first) > limit else ''}"
 
 
 def load_model(workdir: str, model: nnx.Module, step: int | None = None,

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -297,7 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             jobs = _folder_jobs(args.images, args.masks, args.out)
         check_jobs(jobs, resize_mask=args.resize_mask)  # a bad input costs milliseconds
-        inpainter = Inpainter.from_workdir(args.workdir, args.step)
+        with warnings.catch_warnings(record=True) as fallbacks:  # one line each, not Orbax's
+            warnings.simplefilter("always")
+            inpainter = Inpainter.from_workdir(args.workdir, args.step)
+        if fallbacks:
+            reasons = "; ".join(str(w.message).replace("; trying an older one", "")
+                                for w in fallbacks)
+            print(f"warning: using the checkpoint of step {inpainter.step}: {reasons}",
+                  file=sys.stderr)
         for line in inpaint_files(inpainter, jobs, invert=args.invert_mask,
                                   resize_mask=args.resize_mask, batch_size=args.batch_size,
                                   progress=len(jobs) > 1):
