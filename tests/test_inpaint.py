@@ -177,7 +177,9 @@ def test_evaluate_without_index_is_a_message(run_dir, tmp_path):
 
 
 def test_rgba_and_greyscale_images_are_converted(run_dir, tmp_path):
-    """RGBA and greyscale files inpaint to RGB; their valid pixels keep the converted values."""
+    """Greyscale files inpaint to RGB and RGBA files to RGBA with their alpha copied as it is
+    (it was dropped silently); valid pixels keep the converted values; a BMP output, which
+    cannot hold the alpha, is refused naming the formats that can."""
     rng = np.random.default_rng(4)
     hole = np.zeros((24, 28), np.uint8)
     hole[6:14, 8:20] = 255
@@ -189,9 +191,34 @@ def test_rgba_and_greyscale_images_are_converted(run_dir, tmp_path):
         run = _cli("--workdir", run_dir, "--image", path, "--mask", mask, "--out", out)
         assert run.returncode == 0, run.stderr
         result = np.asarray(Image.open(out))
-        expected = np.asarray(Image.open(path).convert("RGB"))
-        assert result.shape == (24, 28, 3)
-        np.testing.assert_array_equal(result[hole == 0], expected[hole == 0])
+        source = np.asarray(Image.open(path).convert("RGBA"))
+        if path == rgba:
+            assert result.shape == (24, 28, 4) and "alpha kept" in run.stdout
+            np.testing.assert_array_equal(result[..., 3], source[..., 3])
+        else:
+            assert result.shape == (24, 28, 3)
+        np.testing.assert_array_equal(result[..., :3][hole == 0], source[..., :3][hole == 0])
+    run = _cli("--workdir", run_dir, "--image", rgba, "--mask", mask, "--out",
+               str(tmp_path / "out.bmp"))
+    assert run.returncode == 1 and "alpha channel" in run.stderr and ".png" in run.stderr
+
+
+def test_16_bit_colour_is_scaled_in_every_channel(tmp_path):
+    """A 16-bit RGB PNG reads as round(v / 257) in each channel, as 16-bit greyscale always
+    did (Pillow alone keeps the high byte: 400 -> 1, not 2)."""
+    import cv2
+
+    from pconv_jax import masks
+
+    deep = np.random.default_rng(5).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    deep[0, 0] = (400, 65535, 0)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep[..., ::-1])  # OpenCV writes BGR
+    expected = np.round(deep / 257).astype(np.uint8)
+    got = masks.read_uint8(str(tmp_path / "deep.png"))
+    np.testing.assert_array_equal(got, expected)
+    assert tuple(got[0, 0]) == (2, 255, 0)
+    assert masks.deep_colour(str(tmp_path / "deep.png"))
+    assert not masks.deep_colour(str(tmp_path / "deep.png") + ".missing")
 
 
 def test_unreadable_mask_is_named(run_dir, tmp_path):

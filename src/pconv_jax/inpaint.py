@@ -179,8 +179,19 @@ def check_output_path(out_path: str) -> None:
 def _save(out_path: str, image: np.ndarray) -> None:
     check_output_path(out_path)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    options = {"lossless": True} if out_path.lower().endswith(".webp") else {}
+    # exact: WebP would otherwise change the colour under fully transparent pixels
+    options = {"lossless": True, "exact": True} if out_path.lower().endswith(".webp") else {}
     Image.fromarray(image).save(out_path, **options)
+
+
+def _with_alpha(image: np.ndarray, alpha: np.ndarray | None, out_path: str) -> np.ndarray:
+    """(H,W,3) uint8 with the input's alpha (H,W) appended, when it had one worth keeping."""
+    if alpha is None:
+        return image
+    if out_path.lower().endswith(".bmp"):
+        raise InpaintError(f"the input of {out_path} has an alpha channel, which BMP would "
+                           "drop: write .png, .tif or .webp to keep it")
+    return np.dstack([image, alpha])  # (H,W,4): RGB inpainted, alpha copied
 
 
 def _displayed_size(path: str, what: str) -> tuple[int, int]:
@@ -240,20 +251,26 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
             return
         images = np.stack([p[0] for p in pending])  # (B,H,W,3)
         valids = np.stack([p[1] for p in pending])  # (B,H,W)
-        for (_, valid, out), result in zip(pending, inpainter(images, valids), strict=True):
-            _save(out, result)
-            reports.append(f"{out}: {100 * (1 - valid.mean()):.1f}% holes filled")
+        for (_, valid, out, alpha, note), result in zip(pending, inpainter(images, valids),
+                                                         strict=True):
+            _save(out, _with_alpha(result, alpha, out))
+            reports.append(f"{out}: {100 * (1 - valid.mean()):.1f}% holes filled{note}")
         pending.clear()
 
     for image_path, mask_path, out in tqdm(jobs, disable=not progress, unit="image"):
+        from pconv_jax.masks import deep_colour, read_alpha
+
         image, valid = load_pair(image_path, mask_path, invert=invert, resize_mask=resize_mask)
+        alpha = read_alpha(image_path)  # (H,W) uint8 or None: copied to the output as it is
+        note = (" (16-bit input, written as 8-bit)" if deep_colour(image_path) else "") + \
+            (" (alpha kept)" if alpha is not None else "")
         if valid.min() > 0:
-            _save(out, image)
-            reports.append(f"{out}: no hole in the mask: image returned unchanged")
+            _save(out, _with_alpha(image, alpha, out))
+            reports.append(f"{out}: no hole in the mask: image returned unchanged{note}")
             continue
         if pending and pending[0][0].shape != image.shape:
             flush()
-        pending.append((image, valid, out))
+        pending.append((image, valid, out, alpha, note))
         if len(pending) == batch_size:
             flush()
     flush()

@@ -139,14 +139,18 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def read_uint8(path: str, mode: str = "RGB", what: str = "image") -> np.ndarray:
     """An image file as uint8 (H,W,3) for mode 'RGB' or (H,W) for 'L', as it is displayed.
 
-    The EXIF orientation is applied (phone photos), 16-bit greyscale is scaled to 8 bits
-    rather than clipped, greyscale/RGBA/palette images are converted. Raises ValueError naming
-    the file when it cannot be read or is too large for Pillow's safety limit.
+    The EXIF orientation is applied (phone photos), 16-bit images are scaled to 8 bits as
+    round(v / 257) in every channel (Pillow alone keeps the high byte of 16-bit colour), and
+    greyscale/RGBA/palette images are converted. Raises ValueError naming the file when it
+    cannot be read or is too large for Pillow's safety limit.
     """
     from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
+            if mode == "RGB" and deep_colour(path):
+                rgb = np.round(_read_deep_colour(path)[..., :3] / 257).astype(np.uint8)
+                return np.asarray(_oriented(Image.fromarray(rgb), im))
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float pixels
                 values = np.asarray(im, np.float64)
@@ -158,6 +162,62 @@ def read_uint8(path: str, mode: str = "RGB", what: str = "image") -> np.ndarray:
             return np.asarray(im.convert(mode))
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
         raise ValueError(f"cannot read {what} {path}: {err}") from None
+
+
+def deep_colour(path: str) -> bool:
+    """Whether `path` is a 16-bit colour PNG (RGB or RGBA), which Pillow reads as 8-bit by
+    dropping the low byte."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)  # signature, IHDR length and type, width, height, depth, colour
+    except OSError:
+        return False
+    return head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16 \
+        and head[25] in (2, 6)
+
+
+def _read_deep_colour(path: str) -> np.ndarray:
+    """A 16-bit colour PNG as (H,W,3|4) uint16 RGB(A), as stored (no EXIF turn)."""
+    import cv2
+
+    deep = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # BGR(A)
+    if deep is None or deep.dtype != np.uint16 or deep.ndim != 3:
+        raise ValueError("OpenCV could not read its 16-bit pixels")
+    order = [2, 1, 0, 3][:deep.shape[2]]
+    return deep[..., order]
+
+
+def _oriented(image, source):
+    """`image` (a PIL image of `source`'s stored pixels) turned as `source`'s EXIF says."""
+    from PIL import Image
+
+    turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}.get(source.getexif().get(0x0112, 1))
+    return image.transpose(turn) if turn is not None else image
+
+
+def read_alpha(path: str) -> np.ndarray | None:
+    """An image file's alpha channel as (H,W) uint8 as displayed, or None when it has none or
+    it is fully opaque; ValueError naming the file when it cannot be read."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            if deep_colour(path):
+                deep = _read_deep_colour(path)
+                if deep.shape[2] < 4:
+                    return None
+                alpha = np.round(deep[..., 3] / 257).astype(np.uint8)
+                alpha = np.asarray(_oriented(Image.fromarray(alpha), im))
+            elif im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                alpha = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))[..., 3]
+            else:
+                return None
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    return None if alpha.min() == 255 else alpha
 
 
 # The first bytes of PNG and JPEG files, for choosing the OpenCV decoder.
