@@ -420,3 +420,23 @@ def test_fallback_to_an_older_checkpoint_is_one_line_naming_the_step(tmp_path):
     assert ours[0].startswith("warning: using the checkpoint of step 1: checkpoint 2 in ")
     assert len(ours[0]) < 400  # the first line of Orbax's error, cut, not its hundred lines
     assert (tmp_path / "out.png").exists()
+
+
+def test_folder_mode_writes_nothing_when_a_file_fails_midway(run_dir, tmp_path):
+    """Three images, the second broken after its header: inpaint stops naming it, and the
+    output folder holds nothing (it held the first result before), no staging folder left."""
+    rng = np.random.default_rng(6)
+    for folder in ("imgs", "masks"):
+        (tmp_path / folder).mkdir()
+    hole = np.zeros((32, 32), np.uint8)
+    hole[8:16, 8:16] = 255
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "imgs" / f"{name}.png", rng.integers(0, 256, (32, 32, 3), np.uint8))
+        _save(tmp_path / "masks" / f"{name}.png", hole)
+    raw = (tmp_path / "imgs" / "b.png").read_bytes()
+    (tmp_path / "imgs" / "b.png").write_bytes(raw[:len(raw) // 2])  # header intact, data cut
+    run = _cli("--workdir", run_dir, "--images", str(tmp_path / "imgs"), "--masks",
+               str(tmp_path / "masks"), "--out", str(tmp_path / "out"))
+    assert run.returncode == 1 and "b.png" in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".pconv-inpaint-")]

@@ -176,7 +176,8 @@ def check_output_path(out_path: str) -> None:
                            f"{', '.join(OUTPUT_FORMATS)} (lossless, so valid pixels stay exact)")
 
 
-def _save(out_path: str, image: np.ndarray) -> None:
+def _write(out_path: str, image: np.ndarray) -> None:
+    """Writes (H,W,3|4) uint8 losslessly in the format of out_path's extension."""
     check_output_path(out_path)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     # exact: WebP would otherwise change the colour under fully transparent pixels
@@ -239,8 +240,41 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
                   progress: bool = False) -> list[str]:
     """Inpaints (image, mask, output) file triples, batching images of equal size.
 
-    Returns one report line per output file; a mask without holes copies the image.
+    Returns one report line per output file; a mask without holes copies the image. All or
+    nothing: the results are written to a staging folder and moved into place only when every
+    job has succeeded, so a file that fails half-way leaves no partial set of outputs.
     """
+    import shutil
+    import tempfile
+
+    first = os.path.dirname(os.path.abspath(jobs[0][2])) if jobs else os.getcwd()
+    while not os.path.isdir(first) and os.path.dirname(first) != first:
+        first = os.path.dirname(first)  # the nearest existing folder: same file system
+    staging = tempfile.mkdtemp(prefix=".pconv-inpaint-", dir=first)
+    staged: list[tuple[str, str]] = []  # (staged file, final output)
+
+    def stage(out: str, image: np.ndarray) -> None:  # moved to `out` after the last job
+        check_output_path(out)
+        path = os.path.join(staging, f"{len(staged)}{os.path.splitext(out)[1]}")
+        _write(path, image)
+        staged.append((path, out))
+
+    try:
+        reports = _inpaint_jobs(inpainter, jobs, stage, invert=invert,
+                                resize_mask=resize_mask, batch_size=batch_size,
+                                progress=progress)
+        for path, out in staged:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            shutil.move(path, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return reports
+
+
+def _inpaint_jobs(inpainter: Inpainter, jobs: list[tuple[str, str, str]], save, *,
+                  invert: bool, resize_mask: bool, batch_size: int,
+                  progress: bool) -> list[str]:
+    """The work of `inpaint_files`; `save(out, image)` takes each result."""
     from tqdm import tqdm
 
     reports: list[str] = []
@@ -253,7 +287,7 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
         valids = np.stack([p[1] for p in pending])  # (B,H,W)
         for (_, valid, out, alpha, note), result in zip(pending, inpainter(images, valids),
                                                          strict=True):
-            _save(out, _with_alpha(result, alpha, out))
+            save(out, _with_alpha(result, alpha, out))
             reports.append(f"{out}: {100 * (1 - valid.mean()):.1f}% holes filled{note}")
         pending.clear()
 
@@ -265,7 +299,7 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
         note = (" (16-bit input, written as 8-bit)" if deep_colour(image_path) else "") + \
             (" (alpha kept)" if alpha is not None else "")
         if valid.min() > 0:
-            _save(out, _with_alpha(image, alpha, out))
+            save(out, _with_alpha(image, alpha, out))
             reports.append(f"{out}: no hole in the mask: image returned unchanged{note}")
             continue
         if pending and pending[0][0].shape != image.shape:
