@@ -398,8 +398,9 @@ def test_config_json_disagreeing_with_the_checkpoint_is_one_line(run_dir, tmp_pa
 def test_fallback_to_an_older_checkpoint_is_one_line_naming_the_step(tmp_path):
     """With the newest checkpoint's arrays damaged, inpaint uses the one before and says so
     in one line naming both steps (it never said which step it used, and its own warning ran
-    to ~130 lines of TensorStore detail). Orbax's asyncio tracebacks from the failed read
-    still follow on stderr: #12 notes them as open."""
+    to ~130 lines of TensorStore detail, followed by up to ~2,000 lines of Orbax's asyncio
+    tracebacks from the failed read). Those are dropped; in about one run of six a thread
+    of TensorStore still prints a few 'Event loop is closed' lines itself (noted on #12)."""
     config = tiny_config(steps=2)
     config.checkpoint.every_steps = 1
     workdir = tmp_path / "run"
@@ -415,8 +416,9 @@ def test_fallback_to_an_older_checkpoint_is_one_line_naming_the_step(tmp_path):
     run = _cli("--workdir", str(workdir), "--image", str(tmp_path / "img.png"), "--mask",
                str(tmp_path / "mask.png"), "--out", str(tmp_path / "out.png"))
     assert run.returncode == 0, run.stderr[-2000:]
-    ours = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(ours) == 1, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    ours = [line for line in lines if line.startswith("warning: ")]
+    assert len(ours) == 1 and len(lines) < 40, run.stderr[-3000:]
     assert ours[0].startswith("warning: using the checkpoint of step 1: checkpoint 2 in ")
     assert len(ours[0]) < 400  # the first line of Orbax's error, cut, not its hundred lines
     assert (tmp_path / "out.png").exists()

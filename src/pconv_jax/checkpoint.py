@@ -9,6 +9,8 @@ step first and falls back to older ones with a warning when a checkpoint cannot 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 import warnings
 from typing import Any
 
@@ -128,6 +130,7 @@ class Checkpointer:
             try:
                 restored = self.manager.restore(candidate, args=args)
             except Exception as err:  # noqa: BLE001
+                _drop_orbax_unraisables()
                 unreadable.append(candidate)
                 errors.append(_summary(err))
                 warnings.warn(f"checkpoint {candidate} in {self.directory} could not be "
@@ -149,6 +152,40 @@ class Checkpointer:
         """Waits for pending saves and releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _drop_orbax_unraisables() -> None:
+    """After a failed read, Orbax's abandoned coroutines and its threads' callbacks into a
+    closed event loop report hundreds of lines through sys.unraisablehook and asyncio's
+    "exception was never retrieved" log, during the run and at exit; the failure itself is
+    reported in one line. Those reports, and only those, are dropped from here on (installed
+    once; anything else goes to the previous hook and the log as before)."""
+    import logging
+
+    previous = sys.unraisablehook
+    if getattr(previous, "_pconv_orbax_filter", False):
+        return
+    logging.getLogger("asyncio").addFilter(
+        lambda record: "exception was never retrieved" not in record.getMessage())
+    previous_excepthook = sys.excepthook  # TensorStore's callbacks print through it
+
+    def excepthook(kind, value, tb) -> None:
+        if not (kind is RuntimeError and "Event loop is closed" in str(value)):
+            previous_excepthook(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+    def hook(unraisable) -> None:
+        frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback \
+            else []
+        noise = any(("orbax" in f.filename or "asyncio" in f.filename) for f in frames) or \
+            "orbax" in repr(unraisable.object) or "Event loop is closed" in str(
+                unraisable.exc_value)
+        if not noise:
+            previous(unraisable)
+
+    hook._pconv_orbax_filter = True
+    sys.unraisablehook = hook
 
 
 def _summary(err: Exception, limit: int = 160) -> str:
