@@ -218,7 +218,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     ("data.eval_pairs", 0), ("vgg.fallback", "zero"), ("seed", -1), ("optim.lr", -1.0),
     ("optim.lr", 0.0), ("optim.finetune_lr", float("nan")), ("optim.b2", 1.0),
     ("loss.weights.hole", -1.0), ("loss.weights.style_out", float("inf")),
-    ("data.image_size", 100_000),
+    ("data.image_size", 100_000), ("data.workers", 100_000), ("data.threads", 100_000),
+    ("data.eval_pairs", 100_000),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
     """Counts and intervals outside what a run can use: a TrainingError naming the key."""

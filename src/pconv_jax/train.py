@@ -114,6 +114,7 @@ def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
 
 
 MAX_IMAGE_SIZE = 4096  # training crops: the largest side the CLIs accept anywhere
+MAX_READERS = 256  # data workers or threads: far beyond any host's cores
 
 
 def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
@@ -132,12 +133,17 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
         problems.append(f"num_devices must be -1 (all) or 1..{device_count} (the devices "
                         f"there are), got {num_devices}")
     threads = config.data.get("threads", 2)
-    if not isinstance(threads, int) or threads < 0:
-        problems.append(f"data.threads must be a whole number >= 0, got {threads!r}")
+    if not isinstance(threads, int) or not 0 <= threads <= MAX_READERS:
+        problems.append(f"data.threads must be a whole number in 0..{MAX_READERS}, got "
+                        f"{threads!r}")
     workers = config.data.get("workers", 0)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < -1:
-        problems.append(f"data.workers must be -1 (automatic) or a whole number >= 0, got "
-                        f"{workers!r}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or \
+            not -1 <= workers <= MAX_READERS:
+        problems.append(f"data.workers must be -1 (automatic) or a whole number in "
+                        f"0..{MAX_READERS}, got {workers!r}")
+    if config.data.get("eval_pairs", 24) > 10_000:
+        problems.append(f"data.eval_pairs must be at most 10000 (scored at every eval step), "
+                        f"got {config.data.eval_pairs}")
     if config.vgg.get("fallback", "random") not in ("random", "off"):
         problems.append(f"vgg.fallback must be 'random' or 'off', got "
                         f"{config.vgg.get('fallback')!r}")
