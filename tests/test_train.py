@@ -256,7 +256,7 @@ def test_unwritable_workdir_is_one_line(tmp_path, monkeypatch, capsys):
         train.main(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 1 and "Traceback" not in err
-    assert "cannot write into the workdir /proc" in err
+    assert "cannot write into --workdir /proc" in err
 
 
 def test_unknown_key_is_one_plain_line(tmp_path, monkeypatch, capsys):

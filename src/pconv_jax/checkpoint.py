@@ -127,10 +127,12 @@ class Checkpointer:
                         f"{key} there is {meta.get(key)}, here {want}. Use another --workdir "
                         "or the configuration that wrote them."
                     )
+            # before the read: TensorStore's threads may report into a closed loop while
+            # the failure is still being raised
+            _drop_orbax_unraisables()
             try:
                 restored = self.manager.restore(candidate, args=args)
             except Exception as err:  # noqa: BLE001
-                _drop_orbax_unraisables()
                 unreadable.append(candidate)
                 errors.append(_summary(err))
                 warnings.warn(f"checkpoint {candidate} in {self.directory} could not be "
@@ -159,7 +161,8 @@ def _drop_orbax_unraisables() -> None:
     closed event loop report hundreds of lines through sys.unraisablehook and asyncio's
     "exception was never retrieved" log, during the run and at exit; the failure itself is
     reported in one line. Those reports, and only those, are dropped from here on (installed
-    once; anything else goes to the previous hook and the log as before)."""
+    once, before the first read, since TensorStore's threads may report while the failure is
+    still being raised; anything else goes to the previous hook and the log as before)."""
     import logging
 
     previous = sys.unraisablehook

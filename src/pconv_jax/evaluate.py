@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from pconv_jax import data
     from pconv_jax.checkpoint import CheckpointError, checkpoint_dir
     from pconv_jax.inpaint import Inpainter, InpaintError
-    from pconv_jax.paths import check_outputs
+    from pconv_jax.paths import check_outputs, probe_writable
     from pconv_jax.visualize import save_grid
 
     try:
@@ -232,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs({"--out": args.out}, {
             "--images": args.images, "--masks": args.masks,
             "--workdir's checkpoints": checkpoint_dir(args.workdir)})
+        # every input is read before the model loads (~seconds): a bad one costs well under one
+        entries = eval_masks(args.masks, 0, 0, 0) if args.masks else None
+        images = data.open_source(args.images)  # headers checked now, pixels read pair by pair
+        if len(images) == 0:
+            raise ValueError(f"--images {args.images} holds no image")
+        images[0]  # the first image decodes
+        probe_writable(args.out, "--out")
         inpainter = Inpainter.from_workdir(args.workdir, args.step)
-        size = args.size or inpainter.model.config.image_size
-        entries = eval_masks(args.masks, size, args.per_bucket, args.seed)
-        images = data.open_source(args.images)  # read lazily, pair by pair
-        os.makedirs(args.out, exist_ok=True)  # before the evaluation: fail early
+        if entries is None:  # generated at the run's image size unless --size says otherwise
+            size = args.size or inpainter.model.config.image_size
+            entries = eval_masks(None, size, args.per_bucket, args.seed)
         results, examples = evaluate(inpainter, images, entries, args.batch_size)
         write_tables(args.out, results)
         save_grid(os.path.join(args.out, "examples.png"), examples)

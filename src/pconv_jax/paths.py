@@ -51,3 +51,19 @@ def check_outputs(outputs: Mapping[str, str | None], inputs: Mapping[str, str | 
             raise OverlapError(
                 f"{clash} (resolved: {real_out} and {real_in}); writing there could overwrite "
                 f"or mix with the input, so nothing was done: choose another {out_flag}")
+
+
+def probe_writable(folder: str, flag: str) -> None:
+    """Creates `folder` if needed and writes a temporary file there; OSError naming the flag."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create {flag} {folder}: {err.strerror}") from None
+    try:  # an existing folder may still refuse files (read-only, another owner)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write into {flag} {folder}: {err.strerror}; "
+                      f"choose a writable {flag}") from None

@@ -21,7 +21,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -39,7 +38,7 @@ from pconv_jax import data as data_lib
 from pconv_jax import losses, vgg
 from pconv_jax.masks import MaskSource
 from pconv_jax.model import PConvUNet, UNetConfig
-from pconv_jax.paths import OverlapError, check_outputs
+from pconv_jax.paths import OverlapError, check_outputs, probe_writable
 from pconv_jax.visualize import save_grid
 
 
@@ -524,15 +523,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     except OverlapError as err:
         raise TrainingError(str(err)) from None
     try:
-        os.makedirs(workdir, exist_ok=True)
+        probe_writable(workdir, "--workdir")
     except OSError as err:
-        raise TrainingError(f"cannot create the workdir {workdir}: {err.strerror}") from None
-    try:  # an existing folder may still refuse files (read-only, another owner)
-        with tempfile.TemporaryFile(dir=workdir):
-            pass
-    except OSError as err:
-        raise TrainingError(f"cannot write into the workdir {workdir}: {err.strerror}; "
-                            "choose a writable --workdir") from None
+        raise TrainingError(str(err)) from None
 
     # --- Model, loss, optimizer ------------------------------------------------------------------
     model_cfg = unet_config(config)
