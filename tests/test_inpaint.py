@@ -476,3 +476,14 @@ def test_evaluate_reads_every_input_before_the_model(tmp_path, monkeypatch, caps
         assert code == 1, (args, err)
         assert expected in err and "Traceback" not in err, (args, err)
         assert took < 1.0, (args, took)
+
+
+def test_inference_never_loads_the_trainer():
+    """Importing inpaint (and what it imports) leaves pconv_jax.train and Grain unloaded:
+    inference does not depend on the trainer (it imported it for unet_config)."""
+    code = ("import sys, pconv_jax.inpaint; "
+            "print(sorted(m for m in ('pconv_jax.train', 'grain') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]", run.stdout

@@ -20,13 +20,12 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 from PIL import Image
 
 from pconv_jax import checkpoint as ckpt
-from pconv_jax.model import PConvUNet
+from pconv_jax.model import PConvUNet, UNetConfig
 from pconv_jax.paths import check_outputs
 
 # Images above this many pixels are refused rather than risking the host's memory.
@@ -52,16 +51,16 @@ class Inpainter:
     @classmethod
     def from_workdir(cls, path: str, step: int | None = None) -> Inpainter:
         """The model of a training run's newest checkpoint (or of `step`)."""
-        from pconv_jax import train
-
         config_path = os.path.join(path, "config.json")
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{path} is not a training run: no config.json")
         try:
             with open(config_path) as f:
-                config = ml_collections.ConfigDict(json.load(f))
-            model_config = train.unet_config(config)
-        except (json.JSONDecodeError, KeyError, AttributeError, train.TrainingError) as err:
+                config = json.load(f)
+            model_config = UNetConfig.from_settings(
+                config["model"], image_size=config["data"]["image_size"],
+                compute_dtype=config["train"].get("compute_dtype", "float32"))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError) as err:
             raise InpaintError(f"{config_path} does not describe a usable model "
                                f"({type(err).__name__}: {err})") from None
         model = PConvUNet(model_config, rngs=nnx.Rngs(0))

@@ -11,7 +11,7 @@ Masks stay (N,H,W,1): the concatenation of parts with different masks is exact t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -72,6 +72,22 @@ class UNetConfig:
     def decoder_widths(self) -> tuple[int, ...]:
         """Output widths of the decoder layers: each matches its skip's width, the last is RGB."""
         return (*reversed(self.encoder_widths[:-1]), self.out_channels)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, image_size: int,
+                      compute_dtype: str = "float32") -> UNetConfig:
+        """The UNetConfig of a run's `model` settings (as in config.json), its image size and
+        compute dtype; ValueError naming unknown or invalid settings."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(settings) - fields
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(fields)}")
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
+        values["dtype"] = compute_dtype
+        if compute_dtype != "float32" and values.get("mask_eps", 1e-8) < 1e-6:
+            values["mask_eps"] = 1e-6  # the authors' advice under mixed precision
+        values["image_size"] = image_size
+        return cls(**values)
 
     @classmethod
     def paper(cls) -> UNetConfig:

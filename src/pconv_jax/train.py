@@ -95,20 +95,11 @@ def model_settings(model: UNetConfig) -> dict:
 
 def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
     """The model's UNetConfig from `config.model` and `config.train.compute_dtype`."""
-    fields = {f.name for f in dataclasses.fields(UNetConfig)}
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items()
-              if k in fields}
-    unknown = set(config.model.keys()) - fields
-    if unknown:
-        raise TrainingError(f"unknown model settings {sorted(unknown)}; known: {sorted(fields)}")
-    dtype = config.train.get("compute_dtype", "float32")
-    values["dtype"] = dtype
-    if dtype != "float32" and values.get("mask_eps", 1e-8) < 1e-6:
-        values["mask_eps"] = 1e-6  # the authors' advice under mixed precision
-    values["image_size"] = config.data.image_size
     try:
-        return UNetConfig(**values)
-    except ValueError as err:
+        return UNetConfig.from_settings(
+            config.model.to_dict(), image_size=config.data.image_size,
+            compute_dtype=config.train.get("compute_dtype", "float32"))
+    except (TypeError, ValueError) as err:
         raise TrainingError(f"model configuration: {err}") from None
 
 
