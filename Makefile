@@ -29,7 +29,7 @@ ACCEL_PKGS_cuda13 := jax-cuda13-plugin jax-cuda13-pjrt
 ACCEL_PKGS_tpu := libtpu
 OTHER_ACCELS := $(if $(ACCEL),$(filter-out $(ACCEL),$(ACCELS)))
 
-.PHONY: install test lint bench demo ablation clean
+.PHONY: install test browser app lint bench demo ablation clean
 
 install: $(STAMP)
 
@@ -43,8 +43,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(if $(ACCEL),@rm -f $(foreach a,$(OTHER_ACCELS),$(VENV)/.installed-$(a)))
 	@touch $(STAMP)$(if $(ACCEL), $(VENV)/.installed)
 
-test: install
+test: install browser
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The app's browser test drives Debian's chromium through Playwright (no browser download).
+# Installed with apt-get where it is missing and we are root; otherwise that test is skipped
+# and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test (apt-get)"; \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	    || echo "warning: chromium could not be installed; the browser test will be skipped"; \
+	  else echo "note: no chromium and no root apt-get; the browser test will be skipped"; fi; }
+
+# The inpainting page on the demo run (trained first when it is missing): http://127.0.0.1:7860
+APP_WORKDIR ?= runs/demo
+app: install
+	@test -d $(APP_WORKDIR)/checkpoints || $(MAKE) demo
+	$(VPY) -m pconv_jax.app --workdir $(APP_WORKDIR) $(APP_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks experiments

@@ -11,25 +11,9 @@ import pytest
 from PIL import Image
 
 from pconv_jax import train
-from pconv_jax.inpaint import Inpainter
 from tests.train_util import tiny_config
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny trained run (2 steps) to restore from."""
-    workdir = str(tmp_path_factory.mktemp("run"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        train.train_and_evaluate(tiny_config(steps=2), workdir)
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def inpainter(run_dir):
-    return Inpainter.from_workdir(run_dir)
 
 
 def test_odd_size_image_keeps_every_valid_pixel(inpainter):

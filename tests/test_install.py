@@ -137,15 +137,15 @@ def test_accelerator_extra_resolves_to_constrained_jax_and_its_plugin(extra, pyt
     assert not others & resolved.keys(), f"'.[{extra}]' also brought {others & resolved.keys()}"
 
 
-def make_install_dry_run(*args: str) -> subprocess.CompletedProcess:
-    """`make -n -B install ARGS` in the repository: the commands make would run, none run."""
+def make_install_dry_run(*args: str, target: str = "install") -> subprocess.CompletedProcess:
+    """`make -n -B TARGET ARGS` in the repository: the commands make would run, none run."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     # under `make test` the environment carries the outer make's flags (MAKEFLAGS, MAKELEVEL):
     # without them, and without directory messages, this make speaks only for itself
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    return subprocess.run(["make", "--no-print-directory", "-n", "-B", "install", *args],
+    return subprocess.run(["make", "--no-print-directory", "-n", "-B", target, *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -182,3 +182,15 @@ def test_make_install_default_is_the_cpu_build():
     assert "-c constraints.txt -e '.[dev]'" in proc.stdout
     assert "uninstall" not in proc.stdout
     assert proc.stdout.rstrip().endswith("touch .venv/.installed")
+
+
+def test_make_app_serves_the_workdir_and_trains_the_demo_when_it_is_missing(tmp_path):
+    """`make app` installs (with the app extra, through dev), trains the demo run when the
+    workdir holds no checkpoints, then starts `python -m pconv_jax.app` on it."""
+    proc = make_install_dry_run(f"APP_WORKDIR={tmp_path / 'none'}", target="app")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    app_line = next(i for i, line in enumerate(lines) if "-m pconv_jax.app" in line)
+    assert f"--workdir {tmp_path / 'none'}" in lines[app_line]
+    assert any("-m pconv_jax.train" in line and "demo.py" in line for line in lines[:app_line])
+    assert any("-e '.[dev]'" in line for line in lines[:app_line])

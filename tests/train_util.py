@@ -41,3 +41,15 @@ def model_arrays(model):
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     leaves = jax.tree_util.tree_leaves_with_path(state)
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+def tiny_run(folder) -> str:
+    """Trains the tiny configuration for 2 steps in `folder` (warnings hidden); its path."""
+    import warnings
+
+    from pconv_jax import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train_and_evaluate(tiny_config(steps=2), str(folder))
+    return str(folder)

@@ -1,0 +1,413 @@
+"""pconv_jax.app: the page in headless Chromium, the HTTP API, the queue, bad input as a message.
+
+The browser test drives Debian's chromium through Playwright: upload a photo, paint across it,
+inpaint, download the PNG, and check in NumPy that only the painted neighbourhood changed.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+
+from pconv_jax import app  # noqa: E402
+from pconv_jax.inpaint import MAX_PIXELS  # noqa: E402
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "GRADIO_ANALYTICS_ENABLED": "False"}
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# As the machine notes say: without the background-networking flags, Chromium keeps trying
+# hosts this closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def _free_port() -> int:
+    import portpicker
+
+    return portpicker.pick_unused_port()
+
+
+@pytest.fixture(scope="module")
+def served(inpainter):
+    """The page of `inpainter`, launched in this process on a free port: its URL."""
+    page = app.build(inpainter)
+    port = _free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    page.close()
+
+
+def _photo(path, size=(200, 240)):
+    """A crop of scikit-image's astronaut written as PNG; the (H,W,3) uint8 array."""
+    from skimage import data
+
+    h, w = size
+    image = np.ascontiguousarray(data.astronaut()[:h, 100:100 + w])
+    Image.fromarray(image).save(path)
+    return image
+
+
+def _mask(path, shape, box):
+    """A white-on-black hole mask PNG with the hole `box` = (y0, y1, x0, x1)."""
+    hole = np.zeros(shape, np.uint8)
+    y0, y1, x0, x1 = box
+    hole[y0:y1, x0:x1] = 255
+    Image.fromarray(hole).save(path)
+    return hole > 0
+
+
+# --- The page's logic, without a server ----------------------------------------------------
+
+
+def test_hole_is_where_any_layer_is_painted():
+    """Every pixel with alpha > 0 in any layer is hole, whatever its colour; others are not."""
+    rng = np.random.default_rng(0)
+    layers = [np.zeros((6, 7, 4), np.uint8) for _ in range(2)]
+    layers[0][1, 2] = (255, 255, 255, 255)
+    layers[1][4, 5] = (10, 0, 0, 1)  # faint anti-aliased edge: still painted
+    layers[1][0, 0, :3] = rng.integers(0, 256, 3)  # colour under alpha 0: not painted
+    expected = np.zeros((6, 7), bool)
+    expected[1, 2] = expected[4, 5] = True
+    np.testing.assert_array_equal(app.hole_from_layers(layers, (6, 7)), expected)
+    with pytest.raises(app.PageError, match="paint again"):
+        app.hole_from_layers([np.zeros((5, 7, 4), np.uint8)], (6, 7))
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no image", "no image"),
+    ("no hole", "no hole painted"),
+    ("all hole", "whole image is painted"),
+    ("too large", f"limit of {MAX_PIXELS} pixels"),
+])
+def test_bad_page_requests_are_messages(case, expected):
+    """Each bad request is a PageError whose message names the problem (shown in the page)."""
+    image = np.zeros((8, 8, 4), np.uint8)
+    hole = np.zeros((8, 8), bool)
+    if case == "no image":
+        image = None
+    elif case == "all hole":
+        hole[:] = True
+    elif case == "too large":  # a view: no 64 MiB allocation for the check
+        image = np.broadcast_to(np.uint8(0), (4097, 4096, 4))
+        hole = np.broadcast_to(True, (4097, 4096))
+    with pytest.raises(app.PageError, match=re.escape(expected)):
+        app.check_request(image, hole)
+
+
+def test_fill_keeps_valid_pixels_and_alpha(inpainter):
+    """Outside the hole the model's and Telea's results equal the input bit for bit; a
+    translucent input keeps its alpha; the hole is filled (differs from a zeroed input)."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (24, 20, 4), np.uint8)
+    hole = np.zeros((24, 20), bool)
+    hole[5:15, 4:12] = True
+    out = app.fill(inpainter, image, hole)
+    for name in ("model", "telea"):
+        assert out[name].shape == image.shape
+        np.testing.assert_array_equal(out[name][~hole], image[~hole])
+    assert out["seconds"] > 0
+    opaque = image.copy()
+    opaque[..., 3] = 255
+    assert app.fill(inpainter, opaque, hole)["model"].shape == (24, 20, 3)
+
+
+# --- The HTTP API ----------------------------------------------------------------------------
+
+
+def test_api_through_gradio_client(served, inpainter, tmp_path):
+    """gradio_client's call of the `inpaint` endpoint returns a PNG whose valid pixels are the
+    photo's and whose hole holds what the library's Inpainter gives for the same pair."""
+    from gradio_client import Client, handle_file
+
+    image = _photo(tmp_path / "photo.png")
+    hole = _mask(tmp_path / "mask.png", image.shape[:2], (60, 110, 80, 170))
+    client = Client(served, verbose=False)
+    result_path = client.predict(handle_file(str(tmp_path / "photo.png")),
+                                 handle_file(str(tmp_path / "mask.png")), api_name="/inpaint")
+    assert result_path.endswith(".png")
+    result = np.asarray(Image.open(result_path))
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    np.testing.assert_array_equal(result, inpainter(image, (~hole).astype(np.float32)))
+    assert (result[hole] != image[hole]).any(axis=1).mean() > 0.9
+
+
+def _http_json(url, payload=None):
+    """GET (payload None) or POST JSON; the decoded reply."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def _upload(base, paths):
+    """POST files to Gradio's upload route (multipart): their server paths."""
+    boundary = "pconvjaxboundary"
+    body = io.BytesIO()
+    for path in paths:
+        body.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+                   f"filename=\"{Path(path).name}\"\r\nContent-Type: image/png\r\n\r\n".encode())
+        body.write(Path(path).read_bytes())
+        body.write(b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    request = urllib.request.Request(
+        base + "gradio_api/upload", data=body.getvalue(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def test_api_through_plain_http(served, tmp_path):
+    """The route the README documents for curl: upload, call, read the event stream, fetch."""
+    image = _photo(tmp_path / "photo.png")
+    hole = _mask(tmp_path / "mask.png", image.shape[:2], (20, 50, 30, 90))
+    paths = _upload(served, [tmp_path / "photo.png", tmp_path / "mask.png"])
+    files = [{"path": p, "meta": {"_type": "gradio.FileData"}} for p in paths]
+    event = _http_json(served + "gradio_api/call/inpaint", {"data": files})["event_id"]
+    with urllib.request.urlopen(served + f"gradio_api/call/inpaint/{event}", timeout=60) as r:
+        stream = r.read().decode()
+    assert "event: complete" in stream, stream
+    data = json.loads(stream.split("data:", 1)[1].strip().splitlines()[0])
+    with urllib.request.urlopen(data[0]["url"], timeout=60) as r:
+        result = np.asarray(Image.open(io.BytesIO(r.read())))
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    assert (result[hole] != image[hole]).any(axis=1).mean() > 0.9
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("not an image", "cannot read image notes.png"),
+    ("no hole", "the mask marks no hole"),
+    ("all hole", "marks the whole image as hole"),
+    ("mask size", "but the image is 240x200"),
+    ("too large", "over the limit of"),
+])
+def test_api_bad_input_is_a_message(served, tmp_path, case, expected):
+    """Each bad request fails with the app's one-line message in the client's error, not a
+    traceback and not Gradio's generic 'Error'."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    image = _photo(tmp_path / "photo.png")
+    image_path, mask_path = tmp_path / "photo.png", tmp_path / "mask.png"
+    box = {"no hole": (0, 0, 0, 0), "all hole": (0, 200, 0, 240)}.get(case, (5, 20, 5, 20))
+    _mask(mask_path, image.shape[:2], box)
+    if case == "not an image":
+        image_path = tmp_path / "notes.png"
+        image_path.write_text("these are notes, not pixels")
+    elif case == "mask size":
+        _mask(mask_path, (100, 100), (5, 20, 5, 20))
+    elif case == "too large":
+        image_path = tmp_path / "large.png"
+        Image.new("RGB", (4097, 4096)).save(image_path)  # compresses to a few kB
+        _mask(mask_path, (4096, 4097), (5, 20, 5, 20))
+    client = Client(served, verbose=False)
+    with pytest.raises(AppError) as info:
+        client.predict(handle_file(str(image_path)), handle_file(str(mask_path)),
+                       api_name="/inpaint")
+    message = str(info.value)
+    assert expected in message and "Traceback" not in message, message
+    assert "/gradio/" not in message  # no server-side temporary paths
+
+
+def test_one_job_at_a_time(inpainter, tmp_path):
+    """Two clients at once: the second job starts only after the first ends (Gradio's queue),
+    page and API sharing one slot."""
+    from gradio_client import Client, handle_file
+
+    spans, lock = [], threading.Lock()
+
+    class Slow:
+        """The inpainter, taking 0.6 s per call and recording when it ran."""
+
+        model, step = inpainter.model, inpainter.step
+
+        def __call__(self, image, valid):
+            start = time.perf_counter()
+            time.sleep(0.6)
+            result = inpainter(image, valid)
+            with lock:
+                spans.append((start, time.perf_counter()))
+            return result
+
+    image = _photo(tmp_path / "photo.png")
+    _mask(tmp_path / "mask.png", image.shape[:2], (60, 110, 80, 170))
+    page = app.build(Slow())
+    port = _free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True)
+    try:
+        clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(2)]
+        jobs = [c.submit(handle_file(str(tmp_path / "photo.png")),
+                         handle_file(str(tmp_path / "mask.png")), api_name="/inpaint")
+                for c in clients]
+        for job in jobs:
+            job.result(timeout=120)
+    finally:
+        page.close()
+    assert len(spans) == 2
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert b0 >= a1, f"jobs overlapped: {spans}"
+
+
+# --- The page in a real browser --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_server(run_dir):
+    """`python -m pconv_jax.app` on the tiny run and a free port: its printed URL."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pconv_jax.app", "--workdir", run_dir,
+                             "--port", str(port)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    line = ""
+    deadline = time.time() + 120
+    while time.time() < deadline and "pconv-jax app: http://" not in line:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+    if "pconv-jax app: http://127.0.0.1:" not in line:
+        proc.kill()
+        pytest.fail(f"the app did not start: {line!r} {proc.stdout.read()[-2000:]}")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    yield line.split()[2]
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _stroke(page, dy_screen: float):
+    """Drags the brush horizontally across the editor's canvas centre, dy_screen px below it.
+
+    Returns (row, col0, col1) of the stroke's centre line in image pixels, from the editor's
+    zoom (its toolbar shows it) and the image being centred in the canvas."""
+    brush = page.locator("#editor button[aria-label='Brush']")
+    if "highlight" not in (brush.get_attribute("class") or ""):  # e.g. after a new background
+        brush.click()
+    canvas = page.locator("#editor canvas").first
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    zoom = float(re.search(r"(\d+)%", page.locator("#editor").inner_text()).group(1)) / 100
+    page.mouse.move(cx - 40, cy + dy_screen)
+    page.mouse.down()
+    for i in range(21):
+        page.mouse.move(cx - 40 + 4 * i, cy + dy_screen, steps=2)
+    page.mouse.up()
+    return dy_screen / zoom, -40 / zoom, 40 / zoom  # relative to the image centre
+
+
+# The editor shows an image (its toolbar shows the zoom) and no pending-time counter.
+EDITOR_READY = r"""() => { const t = document.querySelector('#editor').innerText;
+                           return /\d+%/.test(t) && !/\d+\.\ds/.test(t); }"""
+
+
+def _wait_for_editor(page):
+    """Waits until the editor shows an image and has stayed idle for half a second."""
+    page.locator("#editor canvas").first.wait_for()
+    for _ in range(2):
+        page.wait_for_function(EDITOR_READY, timeout=60_000)
+        time.sleep(0.5)
+
+
+def _download_result(page, path, previous_src=None):
+    """Waits for a (new) result image and downloads it through the page's download button."""
+    page.wait_for_function(
+        "prev => { const img = document.querySelector('#result img');"
+        " return img && img.src && img.src !== prev; }", arg=previous_src, timeout=120_000)
+    src = page.locator("#result img").get_attribute("src")
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#result [download]").first.click()
+    download.value.save_as(path)
+    return np.asarray(Image.open(path)), src
+
+
+def _changed_near(changed, stroke, shape, reach):
+    """Whether every changed pixel lies within `reach` px of the stroke's centre segment and
+    the segment's own pixels all changed."""
+    h, w = shape
+    row, col0, col1 = stroke
+    r, c0, c1 = h / 2 + row, w / 2 + col0, w / 2 + col1
+    ys, xs = np.nonzero(changed)
+    dx = np.maximum(0, np.maximum(c0 - xs, xs - c1))
+    within = np.hypot(ys - r, dx) <= reach
+    line = changed[int(round(r)), int(np.ceil(c0)):int(c1)]
+    return bool(within.all()), float(line.mean())
+
+
+@pytest.mark.slow
+def test_paint_inpaint_download_in_chromium(cli_server, tmp_path):
+    """In headless Chromium: an Inpaint click after a file that is not an image, and one with
+    nothing painted, each show their message in the page; a brush stroke + Inpaint gives a
+    PNG download whose changed pixels are exactly a neighbourhood of the stroke (the stroke's
+    own pixels all changed, every pixel farther than a brush width bit-identical to the
+    photo); 'Use result as input' and a second stroke keep the first fill. A screenshot of
+    the page is saved in test-artifacts/."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed and could not be (make test installs "
+                    "it with apt-get as root)")
+    from playwright.sync_api import sync_playwright
+
+    photo = _photo(tmp_path / "photo.png", size=(256, 320))
+    reach = 70  # image px: the brush's radius (25 by default) with a wide margin
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1100},
+                                    accept_downloads=True)
+            page.goto(cli_server, wait_until="networkidle")
+            assert "checkpoint step 2" in page.locator("#model-info").inner_text()
+            (tmp_path / "notes.png").write_text("these are notes, not pixels")
+            page.locator("#editor input[type=file]").set_input_files(str(tmp_path / "notes.png"))
+            time.sleep(1.0)
+            page.click("#inpaint")  # the browser could not decode it: nothing loaded
+            page.get_by_text("a file that is not an image does not load").first.wait_for(
+                timeout=30_000)
+            page.locator("#editor input[type=file]").set_input_files(str(tmp_path / "photo.png"))
+            _wait_for_editor(page)
+            page.click("#inpaint")
+            page.get_by_text("no hole painted").first.wait_for(timeout=30_000)
+
+            first = _stroke(page, -60)
+            page.click("#inpaint")
+            result, src = _download_result(page, tmp_path / "result.png")
+            assert result.shape == photo.shape
+            changed = (result != photo).any(axis=2)
+            confined, line_changed = _changed_near(changed, first, photo.shape[:2], reach)
+            assert confined, "pixels away from the stroke changed"
+            assert line_changed > 0.99 and changed.mean() < 0.2
+            assert re.search(r"Inpainted 320×256 px, [\d.]+% hole, in [\d.]+ s",
+                             page.locator("#status").inner_text())
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "app_page.png"), full_page=True)
+
+            page.click("#use-result")
+            time.sleep(1.0)  # the page fetches the result and hands it to the editor
+            _wait_for_editor(page)
+            second = _stroke(page, 60)
+            page.click("#inpaint")
+            again, _ = _download_result(page, tmp_path / "again.png", src)
+            changed_again = (again != result).any(axis=2)  # against the first result
+            confined, line_changed = _changed_near(changed_again, second, photo.shape[:2],
+                                                   reach)
+            assert confined and line_changed > 0.99, "the second pass changed pixels away " \
+                "from its stroke"
+            h, w = photo.shape[:2]  # the first fill is kept: the second pass started from it
+            row, col0, col1 = first
+            line = np.s_[int(round(h / 2 + row)), int(np.ceil(w / 2 + col0)):int(w / 2 + col1)]
+            np.testing.assert_array_equal(again[line], result[line])
+            assert (result[line] != photo[line]).any(axis=1).all()
+        finally:
+            browser.close()
