@@ -222,3 +222,164 @@ def augment_reference(mask, size, rng):
     # Nearest neighbour by pixel centres: output i reads crop row floor((i + 0.5) * side / size).
     idx = np.minimum(((np.arange(size) + 0.5) * side / size).astype(int), side - 1)
     return (~crop[idx][:, idx]).astype(np.float32)
+
+
+# --- FID Inception v3 and LPIPS, NCHW float64, written from pytorch-fid's and lpips' modules ---
+
+
+def conv_nchw(x, w, stride=1, pad=(0, 0)):
+    """torch.nn.functional.conv2d without bias: x (N,C,H,W), w (O,C,kh,kw)."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    o, c, kh, kw = w.shape
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    win = win[:, :, ::stride, ::stride]  # (N,C,H',W',kh,kw)
+    return np.einsum("nchwij,ocij->nohw", win, w, optimize=True)
+
+
+def basic_conv(x, weights, name, stride=1, pad=(0, 0)):
+    """pytorch-fid's BasicConv2d: conv (no bias), BatchNorm2d(eps=0.001) in eval mode, ReLU."""
+    y = conv_nchw(x, weights[f"{name}.conv.weight"].astype(np.float64), stride, pad)
+    g, b, m, v = (weights[f"{name}.bn.{s}"].astype(np.float64)[None, :, None, None]
+                  for s in ("weight", "bias", "running_mean", "running_var"))
+    return np.maximum((y - m) / np.sqrt(v + 1e-3) * g + b, 0)
+
+
+def max_pool_nchw(x, k, stride, pad=0):
+    """torch max_pool2d (floor mode); padding with -inf."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+    return win[:, :, ::stride, ::stride].max(axis=(4, 5))
+
+
+def avg_pool_3x3_exclude_pad(x):
+    """torch avg_pool2d(kernel 3, stride 1, padding 1, count_include_pad=False)."""
+    n, c, h, w = x.shape
+    out = np.zeros_like(x)
+    for i in range(h):
+        for j in range(w):
+            out[:, :, i, j] = x[:, :, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].mean(axis=(2, 3))
+    return out
+
+
+def torch_bilinear(x, size):
+    """torch interpolate(mode='bilinear', align_corners=False), no antialias: for each output
+    index, src = (dst + 0.5) * in/out - 0.5 clamped at 0, two neighbours, linear weights."""
+    def axis_weights(n_in, n_out):
+        m = np.zeros((n_out, n_in))
+        for d in range(n_out):
+            src = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
+            i0 = min(int(np.floor(src)), n_in - 1)
+            i1 = min(i0 + 1, n_in - 1)
+            frac = src - i0
+            m[d, i0] += 1 - frac
+            m[d, i1] += frac
+        return m
+    mh, mw = axis_weights(x.shape[2], size), axis_weights(x.shape[3], size)
+    return np.einsum("ph,nchw,qw->ncpq", mh, x, mw)
+
+
+def fid_inception_pool3(images_nhwc, weights):
+    """pytorch-fid InceptionV3(output_blocks=[3]) with FID blocks: (N,2048) float64."""
+    W = weights
+    x = torch_bilinear(np.asarray(images_nhwc, np.float64).transpose(0, 3, 1, 2), 299)
+    x = 2 * x - 1
+    x = basic_conv(x, W, "Conv2d_1a_3x3", stride=2)
+    x = basic_conv(x, W, "Conv2d_2a_3x3")
+    x = basic_conv(x, W, "Conv2d_2b_3x3", pad=(1, 1))
+    x = max_pool_nchw(x, 3, 2)
+    x = basic_conv(x, W, "Conv2d_3b_1x1")
+    x = basic_conv(x, W, "Conv2d_4a_3x3")
+    x = max_pool_nchw(x, 3, 2)
+
+    def inception_a(x, p):
+        b1 = basic_conv(x, W, f"{p}.branch1x1")
+        b5 = basic_conv(basic_conv(x, W, f"{p}.branch5x5_1"), W, f"{p}.branch5x5_2", pad=(2, 2))
+        b3 = basic_conv(x, W, f"{p}.branch3x3dbl_1")
+        b3 = basic_conv(b3, W, f"{p}.branch3x3dbl_2", pad=(1, 1))
+        b3 = basic_conv(b3, W, f"{p}.branch3x3dbl_3", pad=(1, 1))
+        bp = basic_conv(avg_pool_3x3_exclude_pad(x), W, f"{p}.branch_pool")
+        return np.concatenate([b1, b5, b3, bp], axis=1)
+
+    def inception_b(x, p):
+        b3 = basic_conv(x, W, f"{p}.branch3x3", stride=2)
+        bd = basic_conv(x, W, f"{p}.branch3x3dbl_1")
+        bd = basic_conv(bd, W, f"{p}.branch3x3dbl_2", pad=(1, 1))
+        bd = basic_conv(bd, W, f"{p}.branch3x3dbl_3", stride=2)
+        return np.concatenate([b3, bd, max_pool_nchw(x, 3, 2)], axis=1)
+
+    def inception_c(x, p):
+        b1 = basic_conv(x, W, f"{p}.branch1x1")
+        b7 = basic_conv(x, W, f"{p}.branch7x7_1")
+        b7 = basic_conv(b7, W, f"{p}.branch7x7_2", pad=(0, 3))
+        b7 = basic_conv(b7, W, f"{p}.branch7x7_3", pad=(3, 0))
+        bd = basic_conv(x, W, f"{p}.branch7x7dbl_1")
+        bd = basic_conv(bd, W, f"{p}.branch7x7dbl_2", pad=(3, 0))
+        bd = basic_conv(bd, W, f"{p}.branch7x7dbl_3", pad=(0, 3))
+        bd = basic_conv(bd, W, f"{p}.branch7x7dbl_4", pad=(3, 0))
+        bd = basic_conv(bd, W, f"{p}.branch7x7dbl_5", pad=(0, 3))
+        bp = basic_conv(avg_pool_3x3_exclude_pad(x), W, f"{p}.branch_pool")
+        return np.concatenate([b1, b7, bd, bp], axis=1)
+
+    def inception_d(x, p):
+        b3 = basic_conv(basic_conv(x, W, f"{p}.branch3x3_1"), W, f"{p}.branch3x3_2", stride=2)
+        b7 = basic_conv(x, W, f"{p}.branch7x7x3_1")
+        b7 = basic_conv(b7, W, f"{p}.branch7x7x3_2", pad=(0, 3))
+        b7 = basic_conv(b7, W, f"{p}.branch7x7x3_3", pad=(3, 0))
+        b7 = basic_conv(b7, W, f"{p}.branch7x7x3_4", stride=2)
+        return np.concatenate([b3, b7, max_pool_nchw(x, 3, 2)], axis=1)
+
+    def inception_e(x, p, pool):
+        b1 = basic_conv(x, W, f"{p}.branch1x1")
+        b3 = basic_conv(x, W, f"{p}.branch3x3_1")
+        b3 = np.concatenate([basic_conv(b3, W, f"{p}.branch3x3_2a", pad=(0, 1)),
+                             basic_conv(b3, W, f"{p}.branch3x3_2b", pad=(1, 0))], axis=1)
+        bd = basic_conv(x, W, f"{p}.branch3x3dbl_1")
+        bd = basic_conv(bd, W, f"{p}.branch3x3dbl_2", pad=(1, 1))
+        bd = np.concatenate([basic_conv(bd, W, f"{p}.branch3x3dbl_3a", pad=(0, 1)),
+                             basic_conv(bd, W, f"{p}.branch3x3dbl_3b", pad=(1, 0))], axis=1)
+        pooled = avg_pool_3x3_exclude_pad(x) if pool == "avg" else max_pool_nchw(x, 3, 1, 1)
+        bp = basic_conv(pooled, W, f"{p}.branch_pool")
+        return np.concatenate([b1, b3, bd, bp], axis=1)
+
+    for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d"):
+        x = inception_a(x, name)
+    x = inception_b(x, "Mixed_6a")
+    for name in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
+        x = inception_c(x, name)
+    x = inception_d(x, "Mixed_7a")
+    x = inception_e(x, "Mixed_7b", "avg")
+    x = inception_e(x, "Mixed_7c", "max")
+    return x.mean(axis=(2, 3))
+
+
+def frechet_closed_form_1d(mu1, var1, mu2, var2):
+    """Squared 2-Wasserstein distance of two 1-D Gaussians: (m1-m2)^2 + (s1-s2)^2."""
+    return (mu1 - mu2) ** 2 + (np.sqrt(var1) - np.sqrt(var2)) ** 2
+
+
+def lpips_vgg(x0_nhwc, x1_nhwc, vgg, heads):
+    """lpips.LPIPS(net='vgg', version='0.1')(x0, x1, normalize=True) for [0,1] images: (N,)."""
+    shift = np.array([-.030, -.088, -.188])[None, :, None, None]
+    scale = np.array([.458, .448, .450])[None, :, None, None]
+
+    def taps(x):
+        x = ((2 * np.asarray(x, np.float64).transpose(0, 3, 1, 2) - 1) - shift) / scale
+        outs = []
+        # torchvision vgg16.features: conv indices per slice, max-pools at 4, 9, 16, 23
+        for convs in ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28)):
+            if outs:
+                x = max_pool_nchw(x, 2, 2)
+            for i in convs:
+                x = conv_nchw(x, vgg[f"features.{i}.weight"].astype(np.float64), 1, (1, 1))
+                x = np.maximum(x + vgg[f"features.{i}.bias"].astype(np.float64)[None, :, None,
+                                                                                 None], 0)
+            outs.append(x)
+        return outs
+
+    total = 0.0
+    for k, (f0, f1) in enumerate(zip(taps(x0_nhwc), taps(x1_nhwc), strict=True)):
+        n0 = f0 / (np.sqrt((f0 ** 2).sum(axis=1, keepdims=True)) + 1e-10)
+        n1 = f1 / (np.sqrt((f1 ** 2).sum(axis=1, keepdims=True)) + 1e-10)
+        lin = heads[f"lin{k}.model.1.weight"].astype(np.float64)  # (1,C,1,1)
+        total = total + ((n0 - n1) ** 2 * lin).sum(axis=1).mean(axis=(1, 2))
+    return total

@@ -35,6 +35,11 @@ LAYERS: tuple[tuple[int, int, int, bool], ...] = (
     (5, 64, 128, False), (7, 128, 128, True),
     (10, 128, 256, False), (12, 256, 256, False), (14, 256, 256, True),
 )
+# The six convolutions after pool3 (conv4_1 .. conv5_3): LPIPS needs all 13 (`convert --all`).
+DEEP_LAYERS: tuple[tuple[int, int, int], ...] = (
+    (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512),
+    (28, 512, 512),
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SUPPORTED_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt")
@@ -44,10 +49,13 @@ class VGGWeight(nnx.Variable):
     """A frozen VGG weight: not an `nnx.Param`, so optimizers over Params never see it."""
 
 
-def expected_shapes() -> dict[str, tuple[int, ...]]:
-    """The torchvision keys this module reads and their shapes (kernels OIHW)."""
+def expected_shapes(all_convs: bool = False) -> dict[str, tuple[int, ...]]:
+    """The torchvision keys the loss reads (all 13 convolutions with all_convs) and their
+    shapes (kernels OIHW)."""
+    layers = [(i, cin, cout) for i, cin, cout, _ in LAYERS] + \
+        (list(DEEP_LAYERS) if all_convs else [])
     shapes = {}
-    for index, cin, cout, _ in LAYERS:
+    for index, cin, cout in layers:
         shapes[f"features.{index}.weight"] = (cout, cin, 3, 3)
         shapes[f"features.{index}.bias"] = (cout,)
     return shapes
@@ -86,11 +94,12 @@ class WeightFileError(ValueError):
     """A VGG weight file that cannot be used, with the reason."""
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a weight file (.safetensors, .npz, .pth/.pt) into a dict of NumPy arrays."""
+def read_weights(path: str | os.PathLike, what: str = "VGG-16") -> dict[str, np.ndarray]:
+    """Reads a weight file (.safetensors, .npz, .pth/.pt) into a dict of NumPy arrays;
+    `what` names the network in the errors."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"VGG-16 weight file not found: {path}")
+        raise FileNotFoundError(f"{what} weight file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".safetensors":
@@ -109,8 +118,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except ImportError:
             raise WeightFileError(
                 f"{path} is a PyTorch file and torch is not installed: install torch, or "
-                "convert the file on a machine that has it with "
-                "`python -m pconv_jax.vgg convert IN.pth OUT.safetensors`"
+                "convert the file on a machine that has it with `python -m "
+                f"pconv_jax.{_MODULES.get(what, 'vgg')} convert IN.pth OUT.safetensors`"
             ) from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -121,8 +130,11 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
             state = state["state_dict"]
         return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
     raise WeightFileError(
-        f"unsupported VGG-16 weight file {path!r}: expected one of {', '.join(SUPPORTED_SUFFIXES)}"
-    )
+        f"unsupported {what} weight file {path!r}: expected one of "
+        f"{', '.join(SUPPORTED_SUFFIXES)}")
+
+
+_MODULES = {"FID Inception": "fid", "LPIPS heads": "lpips"}  # whose converter to name
 
 
 def _is_array_entry(data, key: str) -> bool:
@@ -134,13 +146,17 @@ def _is_array_entry(data, key: str) -> bool:
         return False
 
 
-def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights") -> None:
+def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights",
+                  all_convs: bool = False) -> None:
     """Raises WeightFileError naming the key when a needed tensor is missing or misshapen."""
-    for key, shape in expected_shapes().items():
+    for key, shape in expected_shapes(all_convs).items():
         if key not in weights:
+            indices = "0,2,5,7,10,12,14" + (",17,19,21,24,26,28" if all_convs else "")
+            hint = (" (LPIPS needs all 13 convolutions: convert the torchvision file with "
+                    "`python -m pconv_jax.vgg convert --all`)" if all_convs else "")
             raise WeightFileError(
                 f"{source}: missing key {key!r} (torchvision VGG-16 layout expected, "
-                f"keys features.{{0,2,5,7,10,12,14}}.{{weight,bias}})"
+                f"keys features.{{{indices}}}.{{weight,bias}}){hint}"
             )
         actual = tuple(np.shape(weights[key]))
         if actual != shape:
@@ -160,11 +176,11 @@ def load_vgg16(path: str | os.PathLike) -> VGG16Features:
     return VGG16Features(weights)
 
 
-def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
+def random_weights(seed: int = 0, all_convs: bool = False) -> dict[str, np.ndarray]:
     """He-normal random weights in torchvision layout, for tests and smoke runs."""
     rng = np.random.default_rng(seed)
     weights = {}
-    for key, shape in expected_shapes().items():
+    for key, shape in expected_shapes(all_convs).items():
         if key.endswith("weight"):
             fan_in = shape[1] * shape[2] * shape[3]
             weights[key] = (rng.normal(size=shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
@@ -183,18 +199,53 @@ def random_vgg16(seed: int = 0) -> VGG16Features:
     return VGG16Features(random_weights(seed))
 
 
-def convert(src: str, dst: str) -> list[str]:
-    """Writes the tensors VGG16Features needs from `src` into the .safetensors file `dst`."""
+def convert(src: str, dst: str, all_convs: bool = False) -> list[str]:
+    """Writes the tensors VGG16Features needs (all 13 convolutions with all_convs, for LPIPS)
+    from `src` into the .safetensors file `dst`."""
     if not dst.endswith(".safetensors"):
         raise WeightFileError(f"the converted file must end in .safetensors, got {dst!r}")
     from safetensors.numpy import save_file
 
     weights = read_weights(src)
-    check_weights(weights, src)
-    needed = {k: np.ascontiguousarray(weights[k], np.float32) for k in expected_shapes()}
+    check_weights(weights, src, all_convs)
+    needed = {k: np.ascontiguousarray(weights[k], np.float32)
+              for k in expected_shapes(all_convs)}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     save_file(needed, dst)
     return sorted(needed)
+
+
+def save_needed(src: str, dst: str, what: str, keys, check) -> int:
+    """Reads `src`, checks it with `check(weights, src)` and writes `keys` as float32 into the
+    .safetensors file `dst` (the converters of pconv_jax.fid and pconv_jax.lpips)."""
+    if not dst.endswith(".safetensors"):
+        raise WeightFileError(f"the converted file must end in .safetensors, got {dst!r}")
+    from safetensors.numpy import save_file
+
+    weights = read_weights(src, what=what)
+    check(weights, src)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    save_file({k: np.ascontiguousarray(weights[k], np.float32) for k in keys}, dst)
+    return len(keys)
+
+
+def converter_main(argv: list[str] | None, prog: str, description: str, src_help: str,
+                   convert_fn) -> int:
+    """`python -m PROG convert SRC DST.safetensors`: the converter CLI of fid and lpips."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="a .pth (needs torch), .npz or .safetensors -> "
+                                          ".safetensors with the tensors needed")
+    conv.add_argument("src", help=src_help)
+    conv.add_argument("dst", help="output .safetensors")
+    args = parser.parse_args(argv)
+    try:
+        count = convert_fn(args.src, args.dst)
+    except (OSError, WeightFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} tensors to {args.dst}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,16 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     conv = sub.add_parser("convert", help="keep the VGG-16 tensors of a weight file")
     conv.add_argument("src", help=".pth/.pt (needs torch), .npz or .safetensors")
     conv.add_argument("dst", help="output .safetensors")
+    conv.add_argument("--all", action="store_true",
+                      help="keep all 13 convolutions (LPIPS needs them; the loss uses 7)")
     rand = sub.add_parser("random", help="write random weights (tests, smoke runs only)")
     rand.add_argument("dst", help="output .safetensors or .npz")
     rand.add_argument("--seed", type=int, default=0)
+    rand.add_argument("--all", action="store_true", help="all 13 convolutions (LPIPS)")
     args = parser.parse_args(argv)
     try:
         if args.command == "convert":
-            keys = convert(args.src, args.dst)
+            keys = convert(args.src, args.dst, all_convs=args.all)
             print(f"wrote {len(keys)} tensors to {args.dst}")
         else:
-            weights = random_weights(args.seed)
+            weights = random_weights(args.seed, all_convs=args.all)
             if args.dst.endswith(".npz"):
                 np.savez(args.dst, **weights)
             elif args.dst.endswith(".safetensors"):

@@ -1,0 +1,164 @@
+"""pconv_jax.fid and pconv_jax.lpips against NumPy references written from pytorch-fid's and
+the lpips package's definitions (tests/reference.py), with random weights in their layouts."""
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from pconv_jax import fid, lpips, vgg
+from pconv_jax.vgg import WeightFileError
+from tests import reference
+
+
+@pytest.fixture(scope="module")
+def inception_weights():
+    return fid.random_weights(seed=3)
+
+
+@pytest.mark.slow
+def test_inception_features_equal_the_reference(inception_weights, tmp_path):
+    """Odd-sized images (resized to 299 inside, as pytorch-fid does): pool3 features of the
+    JAX network, loaded from a .safetensors file, equal the float64 reference within 1e-4
+    relative to the features' scale."""
+    path = tmp_path / "inception.safetensors"
+    save_file(inception_weights, str(path))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (2, 75, 110, 3)).astype(np.float32)
+    ours = fid.load_inception(path, batch_size=2).features(images)
+    ref = reference.fid_inception_pool3(images, inception_weights)
+    assert ours.shape == (2, 2048)
+    assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert np.std(ref) > 0  # the random network does not collapse to a constant
+
+
+def test_bilinear_resize_is_torchs():
+    """Up- and down-sizing as torch's interpolate(bilinear, align_corners=False), no
+    antialias (the reference applies its formula pixel by pixel, in float64; sample
+    positions computed in float32, as torch and XLA both do, move values by up to ~6e-5
+    when shrinking by 2; a wrong formula, e.g. antialiasing or corner alignment, moves
+    them by 1e-2 or more)."""
+    rng = np.random.default_rng(1)
+    for shape in ((1, 17, 23, 2), (1, 400, 310, 1)):
+        x = rng.uniform(size=shape).astype(np.float32)
+        ours = np.asarray(fid.resize_bilinear(x, 299))
+        ref = reference.torch_bilinear(x.transpose(0, 3, 1, 2).astype(np.float64), 299)
+        np.testing.assert_allclose(ours, ref.transpose(0, 2, 3, 1), atol=1e-4)
+
+
+def test_frechet_distance_of_known_gaussians_is_the_closed_form():
+    """Commuting (diagonal) covariances: ||mu1-mu2||^2 + sum (sqrt(v1) - sqrt(v2))^2."""
+    rng = np.random.default_rng(2)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    v1, v2 = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    expected = reference.frechet_closed_form_1d(mu1, v1, mu2, v2).sum()
+    ours = fid.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2))
+    assert ours == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_equals_the_eigen_decomposition_reference():
+    """Full covariances: FID through sqrtm equals the symmetric form
+    Tr sqrt(S1^1/2 S2 S1^1/2) computed by eigen-decomposition, within 1e-4 relative."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(60, 12)) @ rng.normal(size=(12, 12))
+    b = rng.normal(size=(70, 12)) @ rng.normal(size=(12, 12)) + 0.5
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+                - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+    assert fid.fid(a, b) == pytest.approx(expected, rel=1e-4)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_singular_sets_stay_finite():
+    """FID(x, x) ~ 0; with fewer samples than dimensions (singular covariances) the value is
+    finite and not negative beyond rounding."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(50, 16))
+    assert abs(fid.fid(x, x)) < 1e-6 * np.trace(np.cov(x, rowvar=False))
+    small_a, small_b = rng.normal(size=(5, 16)), rng.normal(size=(6, 16)) + 1
+    value = fid.fid(small_a, small_b)
+    assert np.isfinite(value) and value > -1e-6
+    with pytest.raises(ValueError, match="at least 2"):
+        fid.fid(x[:1], x)
+
+
+@pytest.fixture(scope="module")
+def lpips_files(tmp_path_factory):
+    """A random 13-convolution VGG-16 and random heads, saved in the reference layouts."""
+    folder = tmp_path_factory.mktemp("lpips")
+    weights, heads = vgg.random_weights(5, all_convs=True), lpips.random_heads(6)
+    save_file(weights, str(folder / "vgg_all.safetensors"))
+    np.savez(folder / "heads.npz", **heads)
+    return folder, weights, heads
+
+
+def test_lpips_equals_the_reference(lpips_files):
+    """LPIPS of random pairs equals the float64 reference within 1e-5 relative."""
+    folder, weights, heads = lpips_files
+    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz",
+                              batch_size=2)
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0, 1, (3, 36, 44, 3)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1).astype(np.float32)
+    ours = metric(a, b)
+    ref = reference.lpips_vgg(a, b, weights, heads)
+    assert ours.shape == (3,)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+
+
+def test_lpips_is_zero_on_identical_images_and_symmetric(lpips_files):
+    """d(a, a) = 0 exactly; d(a, b) = d(b, a); uint8 input reads as /255."""
+    folder, _, _ = lpips_files
+    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz")
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+    b = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+    np.testing.assert_array_equal(metric(a, a), 0)
+    np.testing.assert_allclose(metric(a, b), metric(b, a), rtol=1e-6)
+    np.testing.assert_allclose(metric(a, b), metric(a / 255, b / 255), rtol=1e-6)
+
+
+def test_bad_weight_files_name_the_problem(lpips_files, inception_weights, tmp_path):
+    """A missing key or a wrong shape is an error naming the key, for each file; a loss-only
+    (7-convolution) VGG file is refused for LPIPS with the conversion that fixes it."""
+    folder, weights, heads = lpips_files
+    broken = dict(inception_weights)
+    del broken["Mixed_6c.branch7x7_2.bn.running_var"]
+    save_file(broken, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightFileError, match="Mixed_6c.branch7x7_2.bn.running_var"):
+        fid.load_inception(tmp_path / "missing.safetensors")
+    broken = dict(inception_weights)
+    broken["Conv2d_4a_3x3.conv.weight"] = broken["Conv2d_4a_3x3.conv.weight"][:, :3]
+    save_file(broken, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(WeightFileError, match=r"Conv2d_4a_3x3.conv.weight.*\(192, 80, 3, 3\)"):
+        fid.load_inception(tmp_path / "shape.safetensors")
+    np.savez(tmp_path / "heads_bad.npz", **{**heads, "lin3.model.1.weight": np.zeros((1, 3))})
+    with pytest.raises(WeightFileError, match="lin3.model.1.weight"):
+        lpips.load_lpips(folder / "vgg_all.safetensors", tmp_path / "heads_bad.npz")
+    save_file(vgg.random_weights(0), str(tmp_path / "vgg7.safetensors"))
+    with pytest.raises(WeightFileError, match=r"features.17.weight.*convert --all"):
+        lpips.load_lpips(tmp_path / "vgg7.safetensors", folder / "heads.npz")
+    with pytest.raises(FileNotFoundError, match="FID Inception weight file not found"):
+        fid.load_inception(tmp_path / "nothing.pth")
+
+
+def test_converters_keep_exactly_the_needed_tensors(lpips_files, inception_weights, tmp_path):
+    """The three converters write .safetensors holding the needed keys, bit for bit."""
+    from safetensors.numpy import load_file
+
+    folder, weights, heads = lpips_files
+    extra = {**inception_weights, "fc.weight": np.zeros((4, 2048), np.float32)}
+    np.savez(tmp_path / "inception.npz", **extra)
+    assert fid.main(["convert", str(tmp_path / "inception.npz"),
+                     str(tmp_path / "inception.safetensors")]) == 0
+    out = load_file(str(tmp_path / "inception.safetensors"))
+    assert set(out) == set(fid.expected_shapes())
+    assert all(np.array_equal(out[k], inception_weights[k]) for k in out)
+    assert lpips.main(["convert", str(folder / "heads.npz"),
+                       str(tmp_path / "heads.safetensors")]) == 0
+    out = load_file(str(tmp_path / "heads.safetensors"))
+    assert set(out) == set(heads) and all(np.array_equal(out[k], heads[k]) for k in out)
+    assert vgg.main(["convert", "--all", str(folder / "vgg_all.safetensors"),
+                     str(tmp_path / "vgg13.safetensors")]) == 0
+    assert len(load_file(str(tmp_path / "vgg13.safetensors"))) == 26
