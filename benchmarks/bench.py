@@ -2,7 +2,8 @@
 training step, the input pipeline and the training loop.
 
     .venv/bin/python -m benchmarks.bench [--quick] [--out benchmarks/results/NAME.json]
-    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint, blocks
+    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint, blocks,
+                                                           # metrics (FID, LPIPS, evaluate)
 
 Times are medians of repeated jitted calls after warm-up; FLOPs come from XLA's cost analysis
 of the compiled function (the analytic 2*MACs where XLA reports none). Results print as a
@@ -417,6 +418,37 @@ def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
             "eval_pairs_per_s": len(entries) / eval_seconds}
 
 
+def bench_metrics(repeats: int, pairs: int = 1000, size: int = 256) -> dict:
+    """FID-Inception features/s at 299 px, LPIPS pairs/s at 256 px (random weights in the
+    reference layouts: speed does not depend on the values), and a whole `evaluate` with both
+    metrics on `pairs` pairs of a trained-size-free tiny model (the metrics dominate)."""
+    from pconv_jax import evaluate, fid, lpips, vgg
+    from pconv_jax.inpaint import Inpainter
+    from pconv_jax.masks import irregular_mask
+
+    rng = np.random.default_rng(0)
+    net = fid.InceptionFID(fid.random_weights(0), batch_size=25)
+    images = rng.uniform(0, 1, (25, 299, 299, 3)).astype(np.float32)
+    inception_s = median_seconds(net.features, images, repeats=repeats, warmup=1)
+    metric = lpips.LPIPS(vgg.random_weights(0, all_convs=True), lpips.random_heads(0),
+                         batch_size=8)
+    a = rng.uniform(0, 1, (8, size, size, 3)).astype(np.float32)
+    b = rng.uniform(0, 1, (8, size, size, 3)).astype(np.float32)
+    lpips_s = median_seconds(metric, a, b, repeats=repeats, warmup=1)
+    against_s = median_seconds(metric.against, a, [b] * 4, repeats=repeats, warmup=1)
+    inpainter = Inpainter(PConvUNet(UNetConfig.tiny(depth=5, width=16, image_size=96),
+                                    rngs=nnx.Rngs(0)))
+    photos = [rng.integers(0, 256, (size, size, 3), np.uint8) for _ in range(16)]
+    entries = [{"mask": irregular_mask(size, rng, 0.3), "bucket": "(0.2,0.3]", "border": True}
+               for _ in range(pairs)]
+    start = time.perf_counter()
+    evaluate.evaluate(inpainter, photos, entries, batch_size=8, progress=False,
+                      inception=net, lpips_metric=metric)
+    return {"inception_images_per_s": 25 / inception_s, "lpips_pairs_per_s": 8 / lpips_s,
+            "lpips_eval_pairs_per_s": 8 * 4 / against_s, "evaluate_pairs": pairs,
+            "evaluate_size": size, "evaluate_seconds": time.perf_counter() - start}
+
+
 def ceiling(repeats: int) -> dict:
     """The device's measured float32 ceiling: a large matrix product and a large convolution."""
     a = jax.random.normal(jax.random.key(0), (4096, 4096))
@@ -450,7 +482,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
-    parser.add_argument("--only", choices=["train", "inpaint", "blocks", "pipeline", "loop"],
+    parser.add_argument("--only", choices=["train", "inpaint", "blocks", "pipeline", "loop",
+                                           "metrics"],
                         default=None,
                         help="run one section only (blocks: the 512 px forward block by block)")
     parser.add_argument("--data", default="/tmp/pconv_bench_data",
@@ -550,12 +583,22 @@ def main() -> None:
                   f"|---|---|---|---|\n| {r['net']} | {r['cli_images_per_s']:.0f} | "
                   f"{r['bare_step_images_per_s']:.0f} | {r['ratio']:.2f} |")
 
+    metric_rows = []
+    if args.only in (None, "metrics"):
+        metric_rows = [bench_metrics(repeats, pairs=200 if args.quick else 1000)]
+        for r in metric_rows:
+            print(f"\n| FID Inception 299 px images/s | LPIPS 256 px pairs/s | LPIPS, 4 "
+                  f"methods per target, pairs/s | evaluate {r['evaluate_pairs']} pairs at "
+                  f"{r['evaluate_size']} px with both, s |\n|---|---|---|---|\n"
+                  f"| {r['inception_images_per_s']:.1f} | {r['lpips_pairs_per_s']:.1f} | "
+                  f"{r['lpips_eval_pairs_per_s']:.1f} | {r['evaluate_seconds']:.0f} |")
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": roof, "ops": op_rows,
                    "unet": net_rows, "loss": loss_rows, "train": train_rows,
                    "inpaint": inpaint_rows, "blocks": block_rows, "l1_step": l1_rows,
-                   "pipeline": pipeline_rows, "loop": loop_rows},
+                   "pipeline": pipeline_rows, "loop": loop_rows, "metrics": metric_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 

@@ -162,3 +162,85 @@ def test_converters_keep_exactly_the_needed_tensors(lpips_files, inception_weigh
     assert vgg.main(["convert", "--all", str(folder / "vgg_all.safetensors"),
                      str(tmp_path / "vgg13.safetensors")]) == 0
     assert len(load_file(str(tmp_path / "vgg13.safetensors"))) == 26
+
+
+def test_lpips_against_several_candidates_equals_pairwise(lpips_files):
+    """The evaluation's form (one target, K candidates, target features once) gives the same
+    (K,N) values as K pairwise calls."""
+    folder, _, _ = lpips_files
+    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz")
+    rng = np.random.default_rng(9)
+    target = rng.integers(0, 256, (3, 32, 40, 3), np.uint8)
+    candidates = [rng.integers(0, 256, target.shape, np.uint8) for _ in range(2)]
+    np.testing.assert_allclose(metric.against(target, candidates),
+                               np.stack([metric(c, target) for c in candidates]), rtol=1e-5)
+
+
+def test_fid_per_bucket_only_from_500_pairs():
+    """A bucket of 500 pairs gets the FID of its own pairs, one of 20 gets None (not noise
+    reported as a number), and 'all' is over every pair."""
+    from pconv_jax.evaluate import _fids
+
+    rng = np.random.default_rng(10)
+    real = rng.normal(size=(520, 6))
+    method = real + rng.normal(0, 0.3, real.shape)
+    buckets = ["(0.01,0.1]"] * 500 + ["(0.5,0.6]"] * 20
+    out = _fids({"real": real, "model": method}, buckets, ["model"])["model"]
+    assert out["all"] == pytest.approx(fid.fid(real, method))
+    assert out["(0.01,0.1]"] == pytest.approx(fid.fid(real[:500], method[:500]))
+    assert out["(0.5,0.6]"] is None and "(0.1,0.2]" not in out
+
+
+@pytest.mark.slow
+def test_evaluate_cli_adds_lpips_and_fid_columns(run_dir, lpips_files, inception_weights,
+                                                 tmp_path):
+    """evaluate with --inception and --lpips-*: every row of every method gains lpips (in
+    [0, inf), 0 never for a method that fills holes), metrics.json gains fid per method; the
+    tables show the columns. Without the flags the columns are absent, not zero."""
+    import json
+    import subprocess
+    import sys
+
+    folder, _, _ = lpips_files
+    save_file(inception_weights, str(tmp_path / "inception.safetensors"))
+    common = [sys.executable, "-m", "pconv_jax.evaluate", "--workdir", run_dir, "--images",
+              "samples", "--per-bucket", "1", "--size", "32"]
+    run = subprocess.run(common + ["--out", str(tmp_path / "with"), "--inception",
+                                   str(tmp_path / "inception.safetensors"), "--lpips-vgg",
+                                   str(folder / "vgg_all.safetensors"), "--lpips-heads",
+                                   str(folder / "heads.npz")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "with" / "metrics.json").read_text())
+    for method in ("model", "telea", "navier_stokes", "mean_fill"):
+        assert all(row["lpips"] > 0 for row in results[method])
+        assert np.isfinite(results["fid"][method]["all"])
+        assert all(v is None for k, v in results["fid"][method].items() if k != "all")
+    table = (tmp_path / "with" / "table.md").read_text()
+    assert "model lpips" in table and "model fid" in table and "at least 500 pairs" in table
+    header = (tmp_path / "with" / "table.csv").read_text().splitlines()[0]
+    assert "telea lpips" in header and "mean_fill fid" in header
+    run = subprocess.run(common + ["--out", str(tmp_path / "without")], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    plain = json.loads((tmp_path / "without" / "metrics.json").read_text())
+    assert "fid" not in plain and all("lpips" not in r for r in plain["model"])
+    assert "lpips" not in (tmp_path / "without" / "table.csv").read_text()
+
+
+def test_evaluate_refuses_half_of_lpips_and_bad_files_before_the_model(tmp_path, capsys):
+    """--lpips-vgg without --lpips-heads is a usage error; a damaged Inception file is one
+    line naming the key, before any model is loaded (the workdir does not even exist)."""
+    from pconv_jax import evaluate
+
+    with pytest.raises(SystemExit):
+        evaluate.main(["--workdir", str(tmp_path), "--images", "samples", "--out",
+                       str(tmp_path / "o"), "--lpips-vgg", "x.safetensors"])
+    assert "needs both --lpips-vgg and --lpips-heads" in capsys.readouterr().err
+    save_file({"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 3, 3), np.float32)},
+              str(tmp_path / "bad.safetensors"))
+    code = evaluate.main(["--workdir", str(tmp_path / "no_run"), "--images", "samples",
+                          "--out", str(tmp_path / "o"), "--inception",
+                          str(tmp_path / "bad.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 1 and "missing key 'Conv2d_1a_3x3.bn.weight'" in err, err

@@ -10,6 +10,10 @@ SSIM) are computed on the composite (valid pixels from the ground truth) for the
 three classical baselines on the same pairs: OpenCV's Telea and Navier-Stokes inpainting, and
 filling the holes with the mean colour of the valid pixels. Writes OUT/metrics.json,
 OUT/table.md, OUT/table.csv and OUT/examples.png.
+
+With --lpips-vgg and --lpips-heads every row also gets LPIPS (VGG, v0.1); with --inception
+metrics.json gets FID per method over all pairs, and per bucket where a bucket has at least
+500 pairs (pytorch-fid's numbers: see pconv_jax.fid and pconv_jax.lpips for the files).
 """
 
 from __future__ import annotations
@@ -108,12 +112,19 @@ def eval_pairs(images, mask_entries, start: int, stop: int) -> tuple[np.ndarray,
     return gts, np.stack([e["mask"] for e in chunk])
 
 
+FID_MIN_PAIRS = 500  # FID of fewer pairs is dominated by its estimation noise
+
+
 def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: bool = True,
-             methods: Sequence[str] = METHODS) -> tuple[dict, list]:
+             methods: Sequence[str] = METHODS, inception=None,
+             lpips_metric=None) -> tuple[dict, list]:
     """Metrics of each method per bucket x border: ({method: rows}, example grid rows).
 
     images: a random-access source of (H,W,3) uint8 images; mask_entries from eval_masks;
-    methods: 'model' (needs `inpainter`) and any of the classical baselines.
+    methods: 'model' (needs `inpainter`) and any of the classical baselines. With
+    `lpips_metric` (pconv_jax.lpips.LPIPS) rows gain 'lpips'; with `inception`
+    (pconv_jax.fid.InceptionFID) the result gains 'fid': {method: {'all': FID over all
+    pairs, bucket: FID or None below FID_MIN_PAIRS pairs}}.
     """
     import jax.numpy as jnp
     from tqdm import tqdm
@@ -126,6 +137,9 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
     if "model" in methods and inpainter is None:
         raise ValueError("method 'model' needs an inpainter")
     scores = {m: defaultdict(list) for m in methods}
+    features = {m: [] for m in ("real", *methods)}  # pool3 features, pair order
+    if inception is not None:  # one jitted shape: ground truths and every method together
+        inception.batch_size = (1 + len(methods)) * batch_size
     examples = []
     bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
     for start in range(0, len(mask_entries), batch_size):
@@ -139,10 +153,18 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
                 outputs[method] = np.stack([baseline(method, g, m)
                                             for g, m in zip(gts, masks_b, strict=True)])
         target = jnp.asarray(gts, jnp.float32) / 255
+        perceptual = {} if lpips_metric is None else dict(zip(
+            methods, lpips_metric.against(gts, [outputs[m] for m in methods]), strict=True))
+        if inception is not None:
+            feats = inception.features(np.concatenate([gts, *[outputs[m] for m in methods]]))
+            for k, name in enumerate(("real", *methods)):
+                features[name].append(feats[k * len(gts):(k + 1) * len(gts)])
         for method, out in outputs.items():
             pred = jnp.asarray(out, jnp.float32) / 255
             values = {"l1": metrics.l1(pred, target), "psnr": metrics.psnr(pred, target),
                       "ssim": metrics.ssim(pred, target)}
+            if method in perceptual:
+                values["lpips"] = perceptual[method]
             for i, entry in enumerate(chunk):
                 key = (entry["bucket"], entry["border"])
                 scores[method][key].append({k: float(v[i]) for k, v in values.items()})
@@ -151,7 +173,29 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
                              *[outputs[m][0] / 255 for m in methods], gts[0] / 255])
         bar.update(len(chunk))
     bar.close()
-    return {m: _rows(scores[m]) for m in methods}, examples
+    results = {m: _rows(scores[m]) for m in methods}
+    if inception is not None:
+        results["fid"] = _fids({k: np.concatenate(v) for k, v in features.items()},
+                               [e["bucket"] for e in mask_entries], methods)
+    return results, examples
+
+
+def _fids(features: dict, buckets: list[str], methods: Sequence[str]) -> dict:
+    """{method: {'all': FID, bucket: FID or None}} against the ground truths' features."""
+    from pconv_jax.fid import fid
+
+    buckets = np.asarray(buckets)
+    out = {}
+    for method in methods:
+        out[method] = {"all": fid(features["real"], features[method])}
+        for bucket in mask_lib.BUCKETS:
+            name = mask_lib.bucket_name(bucket)
+            chosen = buckets == name
+            if chosen.sum() >= FID_MIN_PAIRS:
+                out[method][name] = fid(features["real"][chosen], features[method][chosen])
+            elif chosen.any():
+                out[method][name] = None  # too few pairs: not reported
+    return out
 
 
 def _rows(scores: dict) -> list[dict]:
@@ -169,24 +213,35 @@ def _rows(scores: dict) -> list[dict]:
                 "psnr": float(np.mean(np.minimum(psnr, 100.0))),  # identical pairs -> 100 dB
                 "ssim": float(np.mean([v["ssim"] for v in values])),
                 "count": len(values),
-            })
+            } | ({"lpips": float(np.mean([v["lpips"] for v in values]))}
+                 if "lpips" in values[0] else {}))
     return rows
 
 
 def write_tables(out: str, results: dict) -> None:
-    """metrics.json, table.md and table.csv."""
+    """metrics.json, table.md and table.csv (with LPIPS and FID columns when computed)."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(results, f, indent=1)
-    header = ["bucket", "border", "count"] + [f"{m} {k}" for m in METHODS
-                                             for k in ("l1", "psnr", "ssim")]
+    has_lpips = "lpips" in results["model"][0]
+    fids = results.get("fid")
+    keys = ("l1", "psnr", "ssim") + (("lpips",) if has_lpips else ())
+    header = ["bucket", "border", "count"] + [f"{m} {k}" for m in METHODS for k in keys] + \
+        ([f"{m} fid" for m in METHODS] if fids else [])
+    digits = {"l1": 2, "psnr": 2, "ssim": 3, "lpips": 4}
     lines = []
     for i, row in enumerate(results["model"]):
         line = [row["bucket"], "yes" if row["border"] else "no", str(row["count"])]
         for method in METHODS:
             r = results[method][i]
-            line += [f"{r['l1']:.2f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
+            line += [f"{r[k]:.{digits[k]}f}" for k in keys]
+        if fids:  # FID is per bucket (both border classes), where the bucket is large enough
+            line += [_fid_text(fids[m].get(row["bucket"])) for m in METHODS]
         lines.append(line)
+    if fids:
+        total = sum(r["count"] for r in results["model"])
+        lines.append(["all", "", str(total)] + [""] * (len(METHODS) * len(keys)) +
+                     [_fid_text(fids[m]["all"]) for m in METHODS])
     with open(os.path.join(out, "table.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -194,7 +249,19 @@ def write_tables(out: str, results: dict) -> None:
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
         f.writelines("| " + " | ".join(line) + " |\n" for line in lines)
-        f.write("\nl1 in % of the [0,1] range; PSNR in dB; metrics on the composite image.\n")
+        f.write("\nl1 in % of the [0,1] range; PSNR in dB; metrics on the composite image.")
+        if has_lpips:
+            f.write(" LPIPS: VGG variant v0.1, lower is closer.")
+        if fids:
+            f.write(f" FID (pytorch-fid's Inception, lower is closer) per hole-ratio bucket "
+                    f"only where the bucket has at least {FID_MIN_PAIRS} pairs ('-': fewer, "
+                    "where FID is mostly estimation noise); the 'all' row is over every pair.")
+        f.write("\n")
+
+
+def _fid_text(value) -> str:
+    """A FID cell: two decimals, '-' where not computed."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4,
                         help="image-mask pairs inpainted together")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--inception", default=None,
+                        help="pytorch-fid Inception weights (.pth or converted .safetensors): "
+                             "adds FID per method")
+    parser.add_argument("--lpips-vgg", default=None,
+                        help="VGG-16 with all 13 convolutions (.pth, or `python -m "
+                             "pconv_jax.vgg convert --all`): with --lpips-heads adds LPIPS")
+    parser.add_argument("--lpips-heads", default=None,
+                        help="the lpips package's weights/v0.1/vgg.pth (or converted)")
     args = parser.parse_args(argv)
+    if (args.lpips_vgg is None) != (args.lpips_heads is None):
+        parser.error("LPIPS needs both --lpips-vgg and --lpips-heads")
     for problem in mask_lib.range_problems({
             "--per-bucket": (args.per_bucket, 1, None), "--seed": (args.seed, 0, None),
             "--batch-size": (args.batch_size, 1, None),
@@ -225,13 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     from pconv_jax.checkpoint import CheckpointError, checkpoint_dir
     from pconv_jax.inpaint import Inpainter, InpaintError
     from pconv_jax.paths import check_outputs, probe_writable
+    from pconv_jax.vgg import WeightFileError
     from pconv_jax.visualize import save_grid
 
     try:
         # before anything is read or loaded: --out may overlap no input, however spelled
         check_outputs({"--out": args.out}, {
             "--images": args.images, "--masks": args.masks,
-            "--workdir's checkpoints": checkpoint_dir(args.workdir)})
+            "--workdir's checkpoints": checkpoint_dir(args.workdir),
+            "--inception": args.inception, "--lpips-vgg": args.lpips_vgg,
+            "--lpips-heads": args.lpips_heads})
+        extra = _metric_networks(args)  # weight files are inputs: read before the model
         # every input is read before the model loads (~seconds): a bad one costs well under one
         entries = eval_masks(args.masks, 0, 0, 0) if args.masks else None
         images = data.open_source(args.images)  # headers checked now, pixels read pair by pair
@@ -243,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         if entries is None:  # generated at the run's image size unless --size says otherwise
             size = args.size or inpainter.model.config.image_size
             entries = eval_masks(None, size, args.per_bucket, args.seed)
-        results, examples = evaluate(inpainter, images, entries, args.batch_size)
+        results, examples = evaluate(inpainter, images, entries, args.batch_size, **extra)
         write_tables(args.out, results)
         save_grid(os.path.join(args.out, "examples.png"), examples)
-    except (OSError, ValueError, InpaintError, CheckpointError) as err:
+    except (OSError, ValueError, InpaintError, CheckpointError, WeightFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     with open(os.path.join(args.out, "table.md")) as f:
@@ -254,6 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}/metrics.json, table.md, table.csv, examples.png "
           f"(step {inpainter.step}, {len(entries)} image-mask pairs)")
     return 0
+
+
+def _metric_networks(args) -> dict:
+    """{'inception': ..., 'lpips_metric': ...} for the weight files given on the command line."""
+    extra = {}
+    if args.inception:
+        from pconv_jax.fid import load_inception
+
+        extra["inception"] = load_inception(args.inception)
+    if args.lpips_vgg:
+        from pconv_jax.lpips import load_lpips
+
+        extra["lpips_metric"] = load_lpips(args.lpips_vgg, args.lpips_heads)
+    return extra
 
 
 if __name__ == "__main__":

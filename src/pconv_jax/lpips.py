@@ -90,6 +90,21 @@ def distance(params: dict, a: Array, b: Array) -> Array:
     return total
 
 
+def distances_to(params: dict, target: Array, candidates: Array) -> Array:
+    """LPIPS of each candidate batch against one target batch: target (N,H,W,3), candidates
+    (K,N,H,W,3), all in [0,1] -> (K,N). The target's features are computed once."""
+    k, n = candidates.shape[:2]
+    shift, scale = jnp.asarray(SHIFT), jnp.asarray(SCALE)
+    images = jnp.concatenate([target[None], candidates]).reshape(-1, *target.shape[1:])
+    feats = _stages(params, (images.astype(jnp.float32) * 2 - 1 - shift) / scale)
+    total = 0.0
+    for f, head in zip(feats, params["heads"], strict=True):
+        f = f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + EPS)
+        f = f.reshape(k + 1, n, *f.shape[1:])
+        total = total + jnp.mean(jnp.sum((f[1:] - f[:1]) ** 2 * head, axis=-1), axis=(2, 3))
+    return total
+
+
 class LPIPS:
     """`lpips(a, b) -> (N,)` for image pairs (N,H,W,3) in [0, 1] (or uint8)."""
 
@@ -104,6 +119,16 @@ class LPIPS:
             jnp.asarray(np.asarray(heads[k], np.float32).reshape(-1)) for k in head_shapes()]}
         self.batch_size = batch_size
         self._distance = jax.jit(distance)
+        self._distances_to = jax.jit(distances_to)
+
+    def against(self, target: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
+        """(K,N) distances of K candidate batches (N,H,W,3) to one target batch, uint8 or
+        [0,1]; the target's features are computed once (evaluation: several methods)."""
+        scale = 255.0 if np.asarray(target).dtype == np.uint8 else 1.0
+        stack = np.stack([np.asarray(c, np.float32) for c in candidates]) / scale
+        return np.asarray(self._distances_to(
+            self.params, jnp.asarray(np.asarray(target, np.float32) / scale),
+            jnp.asarray(stack)))
 
     def __call__(self, a: np.ndarray | Array, b: np.ndarray | Array) -> np.ndarray:
         """(N,) distances, in jitted batches (the last one padded: one shape compiles)."""
