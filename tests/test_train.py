@@ -196,7 +196,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
         (["--config", "experiments/configs/demo.py", "--workdir", str(tmp_path),
           *TINY_CLI_OVERRIDES, "--config.train.log_every=0"], "train.log_every must be"),
         (["--config", "experiments/configs/demo.py", "--workdir", str(not_a_folder / "run"),
-          *TINY_CLI_OVERRIDES], "cannot create the workdir"),
+          *TINY_CLI_OVERRIDES], "cannot create --workdir"),
         (["--config", str(syntax_error), "--workdir", str(tmp_path)],
          "cannot load config file"),
         (["--config", str(no_get_config), "--workdir", str(tmp_path)], "has no get_config()"),
