@@ -3,7 +3,8 @@ training step, the input pipeline and the training loop.
 
     .venv/bin/python -m benchmarks.bench [--quick] [--out benchmarks/results/NAME.json]
     .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint, blocks,
-                                                           # metrics (FID, LPIPS, evaluate)
+                                                           # metrics (FID, LPIPS, evaluate),
+                                                           # dtype (float32 vs bfloat16 step)
 
 Times are medians of repeated jitted calls after warm-up; FLOPs come from XLA's cost analysis
 of the compiled function (the analytic 2*MACs where XLA reports none). Results print as a
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -258,11 +261,14 @@ def bench_train_step(config: UNetConfig, batch: int, repeats: int,
     _, graphdef, state = _train_state(config, compute_dtype)
     vgg_graphdef = vgg_state = None
     if losses.needs_vgg(weights):
-        vgg_graphdef, vgg_state = nnx.split(vgg.VGG16Features(vgg.random_weights(0)))
+        vgg_graphdef, vgg_state = nnx.split(vgg.VGG16Features(vgg.random_weights(0),
+                                                              compute_dtype))
     step = train.make_train_step(graphdef, vgg_graphdef, weights)
     image, mask = _uint8_batch(batch, config.image_size)
     record = train.empty_record(("loss", *losses.logged_terms(weights)))
     stats = compiled_stats(step, state, vgg_state, record, image, mask)
+    by_dtype = flops_by_dtype(jax.jit(step).lower(state, vgg_state, record, image,
+                                                  mask).as_text())
     seconds = _time_steps(jax.jit(step, donate_argnums=0), state,
                           (vgg_state, record, image, mask), repeats)
     loss = "full loss" if weights == losses.LossWeights() else "l1 terms only"
@@ -271,7 +277,50 @@ def bench_train_step(config: UNetConfig, batch: int, repeats: int,
         "compute_dtype": compute_dtype, "seconds_per_step": seconds,
         "images_per_s": batch / seconds, "flops": stats["flops"],
         "gflops_per_s": stats["flops"] / seconds / 1e9, "peak_bytes": stats["peak_bytes"],
+        "conv_dot_flops_by_dtype": by_dtype,
     }
+
+
+# Dense peak FLOP/s by device and dtype (vendor data sheets, SXM parts, no sparsity): MFU.
+PEAKS = {"H100": {"bfloat16": 989e12, "float32": 67e12},
+         "H200": {"bfloat16": 989e12, "float32": 67e12}}
+
+
+def _percent(value: float | None) -> str:
+    """'12.3 %', or '-' where there is no value."""
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def mfu(flops_per_s: float, dtype: str) -> float | None:
+    """Model FLOPs utilisation against the device's data-sheet peak, None where unknown."""
+    kind = getattr(jax.devices()[0], "device_kind", "")
+    peak = next((p[dtype] for name, p in PEAKS.items() if name in kind), None)
+    return None if peak is None else flops_per_s / peak
+
+
+_TENSOR = re.compile(r"tensor<([0-9x]+)x(bf16|f32|f16)>")
+
+
+def flops_by_dtype(stablehlo: str) -> dict[str, float]:
+    """FLOPs of every convolution and dot_general of a lowered program, by operand dtype:
+    2 x output elements x (kernel elements per output channel, or contracted size)."""
+    totals: dict[str, float] = {}
+    for line in stablehlo.splitlines():
+        if "stablehlo.convolution" not in line and "stablehlo.dot_general" not in line:
+            continue
+        shapes = [([int(d) for d in m.group(1).split("x")], m.group(2))
+                  for m in _TENSOR.finditer(line[line.rindex(": ("):])]
+        if len(shapes) < 3:
+            continue
+        (lhs, dtype), (rhs, _), (out, _) = shapes[:3]
+        if "stablehlo.convolution" in line:
+            kernel_dims = re.search(r"x\[([^\]]*)\]->", line).group(1).replace(" ", "")
+            per_output = math.prod(rhs) // rhs[kernel_dims.split(",").index("o")]
+        else:
+            contracting = re.search(r"contracting_dims = \[([0-9, ]*)\]", line).group(1)
+            per_output = math.prod(lhs[int(d)] for d in contracting.split(",") if d.strip())
+        totals[dtype] = totals.get(dtype, 0.0) + 2.0 * math.prod(out) * per_output
+    return totals
 
 
 L1_ONLY = losses.LossWeights(perceptual=0, style_out=0, style_comp=0)
@@ -483,13 +532,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
     parser.add_argument("--only", choices=["train", "inpaint", "blocks", "pipeline", "loop",
-                                           "metrics"],
+                                           "metrics", "dtype"],
                         default=None,
                         help="run one section only (blocks: the 512 px forward block by block)")
     parser.add_argument("--data", default="/tmp/pconv_bench_data",
                         help="folder for the generated JPEG and mask folders (pipeline, loop)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
+    if args.only == "dtype":  # both dtypes on the backend that computes bfloat16 right on CPU
+        from pconv_jax.train import avoid_cpu_bfloat16_bug
+
+        avoid_cpu_bfloat16_bug()
 
     roof, op_rows, net_rows, loss_rows, block_rows = {}, [], [], [], []
     if args.only in (None, "blocks"):
@@ -583,6 +636,24 @@ def main() -> None:
                   f"|---|---|---|---|\n| {r['net']} | {r['cli_images_per_s']:.0f} | "
                   f"{r['bare_step_images_per_s']:.0f} | {r['ratio']:.2f} |")
 
+    dtype_rows = []
+    if args.only in (None, "dtype"):  # the full-loss step in float32 and in bfloat16
+        on_gpu = jax.default_backend() == "gpu"  # the issue's target shape: 512 px, batch 6
+        dtype_rows = [bench_train_step(UNetConfig.paper() if on_gpu else UNetConfig.paper_256(),
+                                       batch=6 if on_gpu else 1, repeats=repeats,
+                                       compute_dtype=dtype) for dtype in ("float32", "bfloat16")]
+        for r in dtype_rows:
+            r["mfu"] = mfu(r["flops"] / r["seconds_per_step"], r["compute_dtype"])
+        print(f"\n| step, {dtype_rows[0]['net']}, batch {dtype_rows[0]['batch']} | s/step | "
+              "conv+dot GFLOP bf16 | f32 | bf16 share | MFU |\n|---|---|---|---|---|---|")
+        for r in dtype_rows:
+            f = r["conv_dot_flops_by_dtype"]
+            share = f.get("bf16", 0) / sum(f.values())
+            print(f"| {r['compute_dtype']} | {r['seconds_per_step']:.3f} | "
+                  f"{f.get('bf16', 0) / 1e9:.1f} | {f.get('f32', 0) / 1e9:.1f} | "
+                  f"{100 * share:.1f} % | "
+                  f"{_percent(r['mfu'])} |")
+
     metric_rows = []
     if args.only in (None, "metrics"):
         metric_rows = [bench_metrics(repeats, pairs=200 if args.quick else 1000)]
@@ -598,7 +669,8 @@ def main() -> None:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": roof, "ops": op_rows,
                    "unet": net_rows, "loss": loss_rows, "train": train_rows,
                    "inpaint": inpaint_rows, "blocks": block_rows, "l1_step": l1_rows,
-                   "pipeline": pipeline_rows, "loop": loop_rows, "metrics": metric_rows},
+                   "pipeline": pipeline_rows, "loop": loop_rows, "metrics": metric_rows,
+                   "dtype": dtype_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 

@@ -19,6 +19,10 @@ def get_config():
     config.data.image_size = 256
     config.model.update(model_settings(UNetConfig.paper_256()))
     config.train.batch_size = 6
+    # bfloat16 convolutions (UNet and VGG-16) with float32 masks, Gram accumulation, loss,
+    # gradients and parameters: the choice on GPUs and TPUs. On a CPU without bfloat16 units,
+    # --config.train.compute_dtype=float32 is faster (BENCHMARKS.md).
+    config.train.compute_dtype = "bfloat16"
     config.train.steps = 500_000
     config.train.finetune_step = 300_000
     return config

@@ -20,6 +20,10 @@ def get_config():
     config.data.source = "tfds:places365_small/train"
     config.data.image_size = 512
     config.train.batch_size = 6
+    # bfloat16 convolutions (UNet and VGG-16) with float32 masks, Gram accumulation, loss,
+    # gradients and parameters: the choice on GPUs and TPUs. On a CPU without bfloat16 units,
+    # --config.train.compute_dtype=float32 is faster (BENCHMARKS.md).
+    config.train.compute_dtype = "bfloat16"
     config.train.steps = 1_300_000
     config.train.finetune_step = 800_000
     config.train.log_every = 100

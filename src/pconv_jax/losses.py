@@ -63,20 +63,25 @@ def hole_loss(output: Array, target: Array, mask: Array) -> Array:
 
 
 def gram_matrix(features: Array) -> Array:
-    """(N,H,W,C) -> (N,C,C) Gram matrices normalised by C*H*W."""
+    """(N,H,W,C) -> (N,C,C) float32 Gram matrices normalised by C*H*W: the products of
+    bfloat16 features accumulate in float32 (preferred_element_type), and the division is in
+    float32, where the H*W-term sums cannot overflow or lose their small entries."""
     n, h, w, c = features.shape
     flat = features.reshape(n, h * w, c)
-    return jnp.einsum("npc,npd->ncd", flat, flat) / (c * h * w)
+    gram = jnp.einsum("npc,npd->ncd", flat, flat, preferred_element_type=jnp.float32)
+    return gram / (c * h * w)
 
 
 def perceptual_loss(
     feats_out: Sequence[Array], feats_comp: Sequence[Array], feats_gt: Sequence[Array]
 ) -> Array:
-    """sum_p mean|Psi_p(out) - Psi_p(gt)| + sum_p mean|Psi_p(comp) - Psi_p(gt)|."""
-    return sum(
-        jnp.mean(jnp.abs(fo - fg)) + jnp.mean(jnp.abs(fc - fg))
-        for fo, fc, fg in zip(feats_out, feats_comp, feats_gt, strict=True)
-    )
+    """sum_p mean|Psi_p(out) - Psi_p(gt)| + sum_p mean|Psi_p(comp) - Psi_p(gt)|, in float32
+    whatever the features' dtype."""
+    def l1(a: Array, b: Array) -> Array:
+        return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+    return sum(l1(fo, fg) + l1(fc, fg)
+               for fo, fc, fg in zip(feats_out, feats_comp, feats_gt, strict=True))
 
 
 def style_loss(feats: Sequence[Array], feats_gt: Sequence[Array]) -> Array:

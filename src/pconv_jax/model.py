@@ -56,8 +56,9 @@ class UNetConfig:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of 2**depth = {2**self.depth}"
             )
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in ("float32", "bfloat16"):  # float16 would need loss scaling
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r} (float16 "
+                             "is not supported: it needs loss scaling; bfloat16 does not)")
 
     def output_settings(self) -> dict:
         """{"model.NAME": value} of every setting that changes what a trained model outputs

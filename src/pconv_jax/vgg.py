@@ -62,22 +62,30 @@ def expected_shapes(all_convs: bool = False) -> dict[str, tuple[int, ...]]:
 
 
 class VGG16Features(nnx.Module):
-    """VGG-16 up to pool3: `features(images) -> (pool1, pool2, pool3)`, images in [-1, 1]."""
+    """VGG-16 up to pool3: `features(images) -> (pool1, pool2, pool3)`, images in [-1, 1].
 
-    def __init__(self, weights: Mapping[str, np.ndarray]):
+    dtype: the compute dtype of the convolutions; the weights are stored in it (cast once, at
+    load), the input is normalised in float32 and then cast, and the pools come out in it.
+    """
+
+    def __init__(self, weights: Mapping[str, np.ndarray], dtype: str = "float32"):
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"VGG compute dtype must be float32 or bfloat16, got {dtype!r}")
+        self.dtype = dtype
         kernels, biases = [], []
         for index, _, _, _ in LAYERS:
             oihw = np.asarray(weights[f"features.{index}.weight"], np.float32)
-            kernels.append(VGGWeight(jnp.asarray(oihw.transpose(2, 3, 1, 0))))  # HWIO
-            biases.append(VGGWeight(jnp.asarray(weights[f"features.{index}.bias"], jnp.float32)))
+            kernels.append(VGGWeight(jnp.asarray(oihw.transpose(2, 3, 1, 0), dtype)))  # HWIO
+            biases.append(VGGWeight(jnp.asarray(weights[f"features.{index}.bias"], dtype)))
         self.kernels = nnx.List(kernels)
         self.biases = nnx.List(biases)
 
     def __call__(self, images: Array) -> tuple[Array, Array, Array]:
         """images (N,H,W,3) in [-1,1] -> pool1 (N,H/2,W/2,64), pool2 (/4, 128), pool3 (/8, 256)."""
-        mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
-        std = jnp.asarray(IMAGENET_STD, images.dtype)
-        x = ((images + 1) / 2 - mean) / std  # ImageNet normalisation of [0, 1] pixels
+        mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+        std = jnp.asarray(IMAGENET_STD, jnp.float32)
+        x = ((images.astype(jnp.float32) + 1) / 2 - mean) / std  # ImageNet normalisation
+        x = x.astype(self.dtype)
         pools = []
         for (_, _, _, pool), kernel, bias in zip(LAYERS, self.kernels, self.biases, strict=True):
             kernel = lax.stop_gradient(kernel[...]).astype(x.dtype)
@@ -169,11 +177,12 @@ def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights",
                                   f"(dtype {values.dtype})")
 
 
-def load_vgg16(path: str | os.PathLike) -> VGG16Features:
-    """VGG16Features with ImageNet weights from a local file in torchvision's key layout."""
+def load_vgg16(path: str | os.PathLike, dtype: str = "float32") -> VGG16Features:
+    """VGG16Features with ImageNet weights from a local file in torchvision's key layout,
+    computing in `dtype` (float32 or bfloat16)."""
     weights = read_weights(path)
     check_weights(weights, os.fspath(path))
-    return VGG16Features(weights)
+    return VGG16Features(weights, dtype)
 
 
 def random_weights(seed: int = 0, all_convs: bool = False) -> dict[str, np.ndarray]:
@@ -189,14 +198,14 @@ def random_weights(seed: int = 0, all_convs: bool = False) -> dict[str, np.ndarr
     return weights
 
 
-def random_vgg16(seed: int = 0) -> VGG16Features:
+def random_vgg16(seed: int = 0, dtype: str = "float32") -> VGG16Features:
     """VGG16Features with random weights; warns that perceptual and style terms mean nothing."""
     warnings.warn(
         "VGG-16 with RANDOM weights: the perceptual and style loss terms are meaningless. "
         "Pass an ImageNet VGG-16 file (vgg.weights) for real training.",
         stacklevel=2,
     )
-    return VGG16Features(random_weights(seed))
+    return VGG16Features(random_weights(seed), dtype)
 
 
 def convert(src: str, dst: str, all_convs: bool = False) -> list[str]:
