@@ -514,12 +514,23 @@ def ceiling(repeats: int) -> dict:
             "numpy_matmul_gflops_per_s": 2 * 4096**3 / numpy_s / 1e9}
 
 
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo (AMD EPYC, Intel Xeon, ...), else the arch."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f
+                     if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
 def machine() -> dict:
     """Where the numbers come from."""
     device = jax.devices()[0]
     return {
         "date": datetime.date.today().isoformat(), "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "processor": cpu_model(), "cpus": os.cpu_count(),
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
         "device_count": jax.device_count(), "jax": jax.__version__,
         "python": platform.python_version(),
@@ -539,10 +550,6 @@ def main() -> None:
                         help="folder for the generated JPEG and mask folders (pipeline, loop)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
-    if args.only == "dtype":  # both dtypes on the backend that computes bfloat16 right on CPU
-        from pconv_jax.train import avoid_cpu_bfloat16_bug
-
-        avoid_cpu_bfloat16_bug()
 
     roof, op_rows, net_rows, loss_rows, block_rows = {}, [], [], [], []
     if args.only in (None, "blocks"):

@@ -633,10 +633,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             + (f"The last good checkpoint is step {last_saved} in {checkpointer.directory}; "
                "it is left intact." if last_saved is not None
                else "No checkpoint was saved before it.")
-            + (f" On a CPU in bfloat16 this is XLA's YNNPACK bug: start Python with "
-               f"XLA_FLAGS={YNN_OFF} (the CLI does), or train in float32"
-               if model_cfg.dtype == "bfloat16" and jax.default_backend() == "cpu"
-               and YNN_OFF not in os.environ.get("XLA_FLAGS", "") else "")
         )
 
     def save(at_step: int) -> None:
@@ -845,31 +841,6 @@ def help_text(flag_values, usage: str) -> str:
             "--config.KEY=VALUE any; README.md 'Training' explains them):\n" + "\n".join(flat))
 
 
-YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
-
-
-def avoid_cpu_bfloat16_bug() -> bool:
-    """Turns XLA's YNNPACK CPU fusions off (XLA_FLAGS) if JAX's backends have not started.
-
-    With jax 0.12's CPU backend, bfloat16 convolutions that YNNPACK fuses give non-finite
-    values under jit (VGG-16 in a bfloat16 step: NaN perceptual and style terms at step 1; the
-    same program is exact with YNNPACK off). The flag touches only XLA's CPU compiler, so it
-    is harmless on accelerator hosts. True when the flag is (now) set."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in flags:
-        return True
-    try:
-        from jax._src import xla_bridge
-
-        started = xla_bridge.backends_are_initialized()
-    except (ImportError, AttributeError):  # pragma: no cover - private API moved
-        started = True
-    if started:
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {YNN_OFF}".strip()
-    return True
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m pconv_jax.train --config CONFIG.py --workdir DIR [--config.KEY=VALUE ...]`."""
     from absl import flags
@@ -901,8 +872,6 @@ def main(argv: list[str] | None = None) -> None:
         print("error: --config and --workdir are required, e.g. python -m pconv_jax.train "
               "--config experiments/configs/demo.py --workdir runs/demo", file=sys.stderr)
         sys.exit(2)
-    if config.train.get("compute_dtype", "float32") == "bfloat16":
-        avoid_cpu_bfloat16_bug()
     try:
         _distributed_from_flags(flag_values)
         result = train_and_evaluate(config, flag_values.workdir)

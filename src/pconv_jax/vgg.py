@@ -64,8 +64,9 @@ def expected_shapes(all_convs: bool = False) -> dict[str, tuple[int, ...]]:
 class VGG16Features(nnx.Module):
     """VGG-16 up to pool3: `features(images) -> (pool1, pool2, pool3)`, images in [-1, 1].
 
-    dtype: the compute dtype of the convolutions; the weights are stored in it (cast once, at
-    load), the input is normalised in float32 and then cast, and the pools come out in it.
+    dtype: the compute dtype of the convolutions; their kernels are stored in it (cast once, at
+    load), the input is normalised in float32 and then cast, each convolution's bias and ReLU
+    are applied in float32 and rounded once, and the pools come out in `dtype`.
     """
 
     def __init__(self, weights: Mapping[str, np.ndarray], dtype: str = "float32"):
@@ -76,7 +77,7 @@ class VGG16Features(nnx.Module):
         for index, _, _, _ in LAYERS:
             oihw = np.asarray(weights[f"features.{index}.weight"], np.float32)
             kernels.append(VGGWeight(jnp.asarray(oihw.transpose(2, 3, 1, 0), dtype)))  # HWIO
-            biases.append(VGGWeight(jnp.asarray(weights[f"features.{index}.bias"], dtype)))
+            biases.append(VGGWeight(jnp.asarray(weights[f"features.{index}.bias"], jnp.float32)))
         self.kernels = nnx.List(kernels)
         self.biases = nnx.List(biases)
 
@@ -88,10 +89,14 @@ class VGG16Features(nnx.Module):
         x = x.astype(self.dtype)
         pools = []
         for (_, _, _, pool), kernel, bias in zip(LAYERS, self.kernels, self.biases, strict=True):
-            kernel = lax.stop_gradient(kernel[...]).astype(x.dtype)
-            x = lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+            x = lax.conv_general_dilated(x, lax.stop_gradient(kernel[...]), (1, 1),
+                                         ((1, 1), (1, 1)),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            x = jax.nn.relu(x + lax.stop_gradient(bias[...]).astype(x.dtype))
+            # bias and ReLU in float32, rounded once: the same for float32; in bfloat16 it also
+            # keeps XLA's CPU backend (jax 0.12, YNNPACK) from fusing a bfloat16 conv + ReLU,
+            # which it computes wrong (non-finite values under jit)
+            x = jax.nn.relu(x.astype(jnp.float32) + lax.stop_gradient(bias[...]))
+            x = x.astype(self.dtype)
             if pool:  # 2x2 max-pool, stride 2, floor (torch's default)
                 x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
                 pools.append(x)
