@@ -61,7 +61,9 @@ browser:
 # The inpainting page on the demo run (trained first when it is missing): http://127.0.0.1:7860
 APP_WORKDIR ?= runs/demo
 app: install
-	@test -d $(APP_WORKDIR)/checkpoints || $(MAKE) demo
+	@test -d $(APP_WORKDIR)/checkpoints || { \
+	  if [ "$(APP_WORKDIR)" = runs/demo ]; then $(MAKE) demo; \
+	  else echo "error: $(APP_WORKDIR) holds no checkpoints (train it first, or leave APP_WORKDIR unset for the demo run)" >&2; exit 1; fi; }
 	$(VPY) -m pconv_jax.app --workdir $(APP_WORKDIR) $(APP_ARGS)
 
 lint: install

@@ -30,7 +30,11 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
     from skimage import data
 
-    photo = tempfile.NamedTemporaryFile(suffix=".png", delete=False).name
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        sys.exit("needs Debian's chromium (apt-get install chromium)")
+    folder = tempfile.TemporaryDirectory()
+    photo, shot = f"{folder.name}/photo.png", f"{folder.name}/page.png"
     Image.fromarray(data.chelsea()[:288, 64:448]).save(photo)  # held out of the demo run
     server = subprocess.Popen([sys.executable, "-m", "pconv_jax.app", "--workdir",
                                args.workdir, "--port", str(args.port)],
@@ -40,8 +44,7 @@ def main() -> None:
             if not line and server.poll() is not None:
                 sys.exit("the app did not start")
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=shutil.which("chromium"),
-                                         args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1100, "height": 960})
             page.goto(f"http://127.0.0.1:{args.port}/", wait_until="networkidle")
             page.locator("#editor input[type=file]").set_input_files(photo)
@@ -56,12 +59,13 @@ def main() -> None:
             page.click("#inpaint")
             page.wait_for_selector("#result img", timeout=120_000)
             time.sleep(1)
-            shot = tempfile.NamedTemporaryFile(suffix=".png", delete=False).name
             page.screenshot(path=shot, full_page=True)
             browser.close()
     finally:
         server.terminate()
+        server.wait(timeout=30)
     image = Image.open(shot).convert("RGB")
+    folder.cleanup()
     image = image.resize((args.width, round(image.height * args.width / image.width)),
                          Image.LANCZOS)
     image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)

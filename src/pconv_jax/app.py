@@ -16,14 +16,19 @@ README shows a `gradio_client` call and the plain HTTP route. Gradio is an optio
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pconv_jax.inpaint import MAX_PIXELS, Inpainter, InpaintError
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 HOLE_HINT = "paint over what should go with the brush (white = hole)"
 
@@ -112,23 +117,42 @@ def model_summary(inpainter: Inpainter) -> str:
 
 def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: str) -> str:
     """The API endpoint: image file and mask file (white = hole) -> path of the result PNG."""
-    from pconv_jax.inpaint import _with_alpha, _write, load_pair
+    from pconv_jax.inpaint import displayed_size, load_pair, with_alpha, write_image
     from pconv_jax.masks import read_alpha
 
     if not image_path or not mask_path:
         raise PageError("the inpaint endpoint takes two files: an image and a mask")
     try:
+        w, h = displayed_size(image_path, "image")  # the header only: no decoding past limits
+        if w * h > MAX_PIXELS:
+            raise PageError(f"the image is {w}x{h} pixels, over the limit of {MAX_PIXELS} "
+                            "pixels (the command line's too): downscale or crop it first")
         image, valid = load_pair(image_path, mask_path)
         alpha = read_alpha(image_path)
     except (InpaintError, ValueError, OSError) as err:
-        raise PageError(_without_upload_dir(str(err))) from None
+        raise PageError(_for_api(_without_upload_dir(str(err)))) from None
     hole = valid == 0
     if not hole.any():
         raise PageError("the mask marks no hole: white (or any value above 50% grey) marks "
                         "the pixels to fill")
     out = os.path.join(tempfile.mkdtemp(dir=out_dir), "inpainted.png")
-    _write(out, _with_alpha(fill(inpainter, image, hole, telea=False)["model"], alpha, out))
+    write_image(out, with_alpha(fill(inpainter, image, hole, telea=False)["model"], alpha, out))
     return out
+
+
+# The command line's advice, said as it applies to the API (which has no such flags).
+API_HINTS = {
+    "; pass --resize-mask to resize it (nearest neighbour)": ": send a mask of the image's size",
+    " (use --invert-mask if white marks valid pixels)": " (white marks the hole, black what is "
+                                                        "kept)",
+}
+
+
+def _for_api(message: str) -> str:
+    """An inpaint error with the command line's flag advice replaced by the API's."""
+    for cli, api in API_HINTS.items():
+        message = message.replace(cli, api)
+    return message
 
 
 def _without_upload_dir(message: str) -> str:
@@ -138,18 +162,20 @@ def _without_upload_dir(message: str) -> str:
     return re.sub(r"(/[^\s:'\"]*)?/(gradio|tmp[^/\s]*)/[0-9a-f]{16,}/", "", message)
 
 
-def build(inpainter: Inpainter, *, title: str = "pconv-jax inpainting"):
-    """The Gradio page and its API for `inpainter`; launch it with `.launch()`."""
+def build(inpainter: Inpainter, *, out_dir: str | None = None,
+          title: str = "pconv-jax inpainting") -> gr.Blocks:
+    """The Gradio page and its API for `inpainter`; launch it with `.launch()`. Results are
+    written below `out_dir` (a new temporary folder if None; the caller removes it)."""
     import gradio as gr
 
-    out_dir = tempfile.mkdtemp(prefix="pconv_app_")
+    out_dir = out_dir or tempfile.mkdtemp(prefix="pconv_app_")
 
     def save(image: np.ndarray, name: str) -> str:
-        from pconv_jax.inpaint import _write
+        from pconv_jax.inpaint import write_image
 
         _prune(out_dir)
         path = os.path.join(tempfile.mkdtemp(dir=out_dir), name)
-        _write(path, image)
+        write_image(path, image)
         return path
 
     sizes_seen: set[tuple[int, int]] = set()  # the model compiles once per image size
@@ -186,23 +212,26 @@ def build(inpainter: Inpainter, *, title: str = "pconv-jax inpainting"):
     # Gradio's cache of uploads and results: files older than an hour go, checked every 10 min
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
         gr.Markdown(f"## {title}\n{model_summary(inpainter)}", elem_id="model-info")
-        with gr.Row():
-            editor = gr.ImageEditor(
-                label="Photo: paint the hole", type="numpy", image_mode="RGBA",
-                sources=("upload", "clipboard"), transforms=(), layers=False,
-                brush=gr.Brush(default_size="auto", colors=["#ffffff"], color_mode="fixed"),
-                eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
-        with gr.Row():
-            run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
-            use = gr.Button("Use result as input", elem_id="use-result")
-        status = gr.Markdown("Upload a photo and paint what should go.", elem_id="status")
-        with gr.Row():
-            result = gr.Image(label="Partial convolutions (PNG)", type="filepath", format="png",
-                              interactive=False, buttons=["download", "fullscreen"],
-                              elem_id="result")
-            telea = gr.Image(label="Telea (OpenCV), for comparison", type="filepath",
-                             format="png", interactive=False, buttons=["download"],
-                             elem_id="telea")
+        with gr.Row(equal_height=False):
+            with gr.Column():  # the input, and what to do with it
+                editor = gr.ImageEditor(
+                    label="Photo: paint the hole", type="numpy", image_mode="RGBA",
+                    sources=("upload", "clipboard"), transforms=(), layers=False,
+                    brush=gr.Brush(default_size="auto", colors=["#ffffff"],
+                                   color_mode="fixed"),
+                    eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
+                with gr.Row():
+                    run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
+                    use = gr.Button("Use result as input", elem_id="use-result")
+                status = gr.Markdown("Upload a photo and paint what should go.",
+                                     elem_id="status")
+            with gr.Column():  # beside it: the result, and the classical fill below it
+                result = gr.Image(label="Partial convolutions (PNG)", type="filepath",
+                                  format="png", interactive=False,
+                                  buttons=["download", "fullscreen"], elem_id="result")
+                telea = gr.Image(label="Telea (OpenCV), for comparison", type="filepath",
+                                 format="png", interactive=False, buttons=["download"],
+                                 elem_id="telea")
         # page and API share one slot (concurrency_id): one job at a time, the rest queue
         run.click(on_inpaint, editor, [result, telea, status], api_visibility="private",
                   concurrency_id="model")
@@ -232,7 +261,7 @@ def _prune(folder: str, max_age_s: float = 600.0) -> None:
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def theme():
+def theme() -> gr.themes.Base:
     """Gradio's default theme with system fonts: nothing fetched from font servers."""
     import gradio as gr
 
@@ -260,29 +289,64 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the app needs Gradio: pip install -e '.[app]'", file=sys.stderr)
         return 1
     from pconv_jax.checkpoint import CheckpointError
+    from pconv_jax.inpaint import load_inpainter
 
     try:
-        inpainter = Inpainter.from_workdir(args.workdir, args.step)
+        check_listen(args.host, args.port)  # before the model loads (seconds)
+        inpainter = load_inpainter(args.workdir, args.step)
     except (OSError, ValueError, InpaintError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    page = build(inpainter)
-    try:
-        page.launch(server_name=args.host, server_port=args.port, theme=theme(),
-                    prevent_thread_lock=True, quiet=True, show_error=True,
-                    max_file_size=None)
-    except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
-        return 1
-    print(f"pconv-jax app: http://{args.host}:{args.port}/ (run {args.workdir}, step "
-          f"{inpainter.step}); API: endpoint 'inpaint'; Ctrl+C stops it", flush=True)
-    try:
-        page.block_thread()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        page.close()
+    with tempfile.TemporaryDirectory(prefix="pconv_app_") as out_dir:
+        page = build(inpainter, out_dir=out_dir)
+        try:
+            page.launch(server_name=args.host, server_port=args.port, theme=theme(),
+                        prevent_thread_lock=True, quiet=True, show_error=True,
+                        max_file_size=MAX_UPLOAD)
+        except OSError as err:
+            print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+            return 1
+        print(f"pconv-jax app: {browse_url(args.host, args.port)} (run {args.workdir}, step "
+              f"{inpainter.step}; listening on {args.host}); API: endpoint 'inpaint'; "
+              "Ctrl+C stops it", flush=True)
+        try:
+            page.block_thread()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            page.close()
     return 0
+
+
+# An upload cap well above the largest image the model takes (4096x4096, 16-bit RGBA PNG).
+MAX_UPLOAD = "256mb"
+
+
+def check_listen(host: str, port: int) -> None:
+    """Raises OSError naming --host or --port when the server could not listen there."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise OSError(f"--host {host!r} is not an address of this machine ({err}); "
+                      "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            what = (f"--port {port} is in use" if err.errno == errno.EADDRINUSE
+                    else f"cannot listen on --host {host} --port {port} ({err.strerror})")
+            raise OSError(f"{what}; choose another --port or --host") from None
+
+
+def browse_url(host: str, port: int) -> str:
+    """The address to open in a browser: every-interface hosts as 127.0.0.1, IPv6 bracketed."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 if __name__ == "__main__":

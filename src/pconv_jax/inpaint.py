@@ -175,7 +175,7 @@ def check_output_path(out_path: str) -> None:
                            f"{', '.join(OUTPUT_FORMATS)} (lossless, so valid pixels stay exact)")
 
 
-def _write(out_path: str, image: np.ndarray) -> None:
+def write_image(out_path: str, image: np.ndarray) -> None:
     """Writes (H,W,3|4) uint8 losslessly in the format of out_path's extension."""
     check_output_path(out_path)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -184,7 +184,7 @@ def _write(out_path: str, image: np.ndarray) -> None:
     Image.fromarray(image).save(out_path, **options)
 
 
-def _with_alpha(image: np.ndarray, alpha: np.ndarray | None, out_path: str) -> np.ndarray:
+def with_alpha(image: np.ndarray, alpha: np.ndarray | None, out_path: str) -> np.ndarray:
     """(H,W,3) uint8 with the input's alpha (H,W) appended, when it had one worth keeping."""
     if alpha is None:
         return image
@@ -194,7 +194,7 @@ def _with_alpha(image: np.ndarray, alpha: np.ndarray | None, out_path: str) -> n
     return np.dstack([image, alpha])  # (H,W,4): RGB inpainted, alpha copied
 
 
-def _displayed_size(path: str, what: str) -> tuple[int, int]:
+def displayed_size(path: str, what: str) -> tuple[int, int]:
     """(width, height) of an image file as displayed (EXIF rotation), from its header alone."""
     try:
         with Image.open(path) as im:
@@ -213,11 +213,11 @@ def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -
 
     probed: set[str] = set()
     for image_path, mask_path, out in jobs:
-        w, h = _displayed_size(image_path, "image")
+        w, h = displayed_size(image_path, "image")
         if w * h > MAX_PIXELS:
             raise InpaintError(f"image {image_path} of {w}x{h} pixels exceeds the limit of "
                                f"{MAX_PIXELS} pixels; downscale or tile it")
-        mw, mh = _displayed_size(mask_path, "mask")
+        mw, mh = displayed_size(mask_path, "mask")
         if (mw, mh) != (w, h) and not resize_mask:
             raise InpaintError(f"mask {mask_path} is {mw}x{mh} but the image {image_path} is "
                                f"{w}x{h}; pass --resize-mask to resize it (nearest neighbour)")
@@ -255,7 +255,7 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
     def stage(out: str, image: np.ndarray) -> None:  # moved to `out` after the last job
         check_output_path(out)
         path = os.path.join(staging, f"{len(staged)}{os.path.splitext(out)[1]}")
-        _write(path, image)
+        write_image(path, image)
         staged.append((path, out))
 
     try:
@@ -286,7 +286,7 @@ def _inpaint_jobs(inpainter: Inpainter, jobs: list[tuple[str, str, str]], save, 
         valids = np.stack([p[1] for p in pending])  # (B,H,W)
         for (_, valid, out, alpha, note), result in zip(pending, inpainter(images, valids),
                                                          strict=True):
-            save(out, _with_alpha(result, alpha, out))
+            save(out, with_alpha(result, alpha, out))
             reports.append(f"{out}: {100 * (1 - valid.mean()):.1f}% holes filled{note}")
         pending.clear()
 
@@ -298,7 +298,7 @@ def _inpaint_jobs(inpainter: Inpainter, jobs: list[tuple[str, str, str]], save, 
         note = (" (16-bit input, written as 8-bit)" if deep_colour(image_path) else "") + \
             (" (alpha kept)" if alpha is not None else "")
         if valid.min() > 0:
-            save(out, _with_alpha(image, alpha, out))
+            save(out, with_alpha(image, alpha, out))
             reports.append(f"{out}: no hole in the mask: image returned unchanged{note}")
             continue
         if pending and pending[0][0].shape != image.shape:
@@ -308,6 +308,20 @@ def _inpaint_jobs(inpainter: Inpainter, jobs: list[tuple[str, str, str]], save, 
             flush()
     flush()
     return reports
+
+
+def load_inpainter(workdir: str, step: int | None = None) -> Inpainter:
+    """Inpainter.from_workdir for a command line: a fallback from an unreadable newest
+    checkpoint is one stderr line naming the step used and why, not Orbax's warnings."""
+    with warnings.catch_warnings(record=True) as fallbacks:
+        warnings.simplefilter("always")
+        inpainter = Inpainter.from_workdir(workdir, step)
+    if fallbacks:
+        reasons = "; ".join(str(w.message).replace("; trying an older one", "")
+                            for w in fallbacks)
+        print(f"warning: using the checkpoint of step {inpainter.step}: {reasons}",
+              file=sys.stderr)
+    return inpainter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,14 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             jobs = _folder_jobs(args.images, args.masks, args.out)
         check_jobs(jobs, resize_mask=args.resize_mask)  # a bad input costs milliseconds
-        with warnings.catch_warnings(record=True) as fallbacks:  # one line each, not Orbax's
-            warnings.simplefilter("always")
-            inpainter = Inpainter.from_workdir(args.workdir, args.step)
-        if fallbacks:
-            reasons = "; ".join(str(w.message).replace("; trying an older one", "")
-                                for w in fallbacks)
-            print(f"warning: using the checkpoint of step {inpainter.step}: {reasons}",
-                  file=sys.stderr)
+        inpainter = load_inpainter(args.workdir, args.step)
         for line in inpaint_files(inpainter, jobs, invert=args.invert_mask,
                                   resize_mask=args.resize_mask, batch_size=args.batch_size,
                                   progress=len(jobs) > 1):
