@@ -6,7 +6,9 @@ torch is installed (not a dependency of the project):
 
     python -m venv /tmp/tv && /tmp/tv/bin/pip install torch torchvision pytorch-fid lpips
     /tmp/tv/bin/python benchmarks/crosscheck_metrics.py torch /tmp/xcheck     # references
-    .venv/bin/python benchmarks/crosscheck_metrics.py compare /tmp/xcheck     # ours vs them
+    .venv/bin/python benchmarks/crosscheck_metrics.py compare /tmp/xcheck HEADS  # ours vs them
+
+where HEADS is the vgg.pth path the first command prints (the lpips package's trained heads).
 
 LPIPS uses the package's own trained heads (weights/v0.1/vgg.pth, shipped in its wheel) and a
 random VGG-16 (the ImageNet one would be a download); FID uses random Inception weights in

@@ -164,16 +164,61 @@ def test_converters_keep_exactly_the_needed_tensors(lpips_files, inception_weigh
     assert len(load_file(str(tmp_path / "vgg13.safetensors"))) == 26
 
 
-def test_lpips_against_several_candidates_equals_pairwise(lpips_files):
+@pytest.mark.parametrize("batch_size", [8, 1])
+def test_lpips_against_several_candidates_equals_pairwise(lpips_files, batch_size):
     """The evaluation's form (one target, K candidates, target features once) gives the same
-    (K,N) values as K pairwise calls."""
-    folder, _, _ = lpips_files
-    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz")
+    (K,N) values as K pairwise calls, also when N targets do not fill whole VGG-16 calls of
+    at most max(batch_size, K+1) images (padded chunks)."""
+    folder, weights, heads = lpips_files
+    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz",
+                              batch_size=batch_size)
     rng = np.random.default_rng(9)
     target = rng.integers(0, 256, (3, 32, 40, 3), np.uint8)
     candidates = [rng.integers(0, 256, target.shape, np.uint8) for _ in range(2)]
-    np.testing.assert_allclose(metric.against(target, candidates),
-                               np.stack([metric(c, target) for c in candidates]), rtol=1e-5)
+    expected = np.stack([reference.lpips_vgg(c / 255, target / 255, weights, heads)
+                         for c in candidates])
+    np.testing.assert_allclose(metric.against(target, candidates), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["15 px", "mixed dtypes"])
+def test_lpips_refuses_what_it_cannot_measure(lpips_files, case):
+    """Below 16 px relu5_3 is empty (the mean would be NaN), and uint8 beside floats would be
+    scaled two ways: both are errors naming the problem, in both call forms."""
+    folder, _, _ = lpips_files
+    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz")
+    size = 15 if case == "15 px" else 16
+    a = np.zeros((1, size, 20, 3), np.uint8)
+    b = a.astype(np.float32) if case == "mixed dtypes" else a
+    match = "at least 16x16" if case == "15 px" else "all be uint8 or all be floats"
+    with pytest.raises(ValueError, match=match):
+        metric(a, b)
+    with pytest.raises(ValueError, match=match):
+        metric.against(a, [b])
+
+
+def test_evaluate_says_what_fid_and_lpips_cannot_do_before_working(lpips_files):
+    """FID of one pair and LPIPS of 8 px masks are refused before any pair is inpainted."""
+    from pconv_jax import evaluate
+
+    folder, _, _ = lpips_files
+    metric = lpips.load_lpips(folder / "vgg_all.safetensors", folder / "heads.npz")
+
+    class Unused:
+        def __call__(self, *args):
+            raise AssertionError("work started")
+
+        features = __call__
+
+    def entries(count, size):
+        return [{"mask": np.ones((size, size), np.float32), "bucket": "(0.01,0.1]",
+                 "border": False}] * count
+
+    photos = [np.zeros((32, 32, 3), np.uint8)]
+    with pytest.raises(ValueError, match="FID needs at least 2 image-mask pairs, got 1"):
+        evaluate.evaluate(Unused(), photos, entries(1, 32), inception=Unused(), progress=False)
+    with pytest.raises(ValueError, match="LPIPS needs images of at least 16 px"):
+        evaluate.evaluate(Unused(), photos, entries(4, 8), lpips_metric=metric,
+                          progress=False)
 
 
 def test_fid_per_bucket_only_from_500_pairs():
@@ -218,6 +263,7 @@ def test_evaluate_cli_adds_lpips_and_fid_columns(run_dir, lpips_files, inception
         assert all(v is None for k, v in results["fid"][method].items() if k != "all")
     table = (tmp_path / "with" / "table.md").read_text()
     assert "model lpips" in table and "model fid" in table and "at least 500 pairs" in table
+    assert "read it as noise too" in table  # 'all' over fewer than 500 pairs
     header = (tmp_path / "with" / "table.csv").read_text().splitlines()[0]
     assert "telea lpips" in header and "mean_fill fid" in header
     run = subprocess.run(common + ["--out", str(tmp_path / "without")], capture_output=True,

@@ -136,10 +136,23 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
         raise ValueError(f"unknown evaluation methods {unknown}; choose from {METHODS}")
     if "model" in methods and inpainter is None:
         raise ValueError("method 'model' needs an inpainter")
+    if inception is not None and len(mask_entries) < 2:  # said now, not after the work
+        raise ValueError(f"FID needs at least 2 image-mask pairs, got {len(mask_entries)}")
+    if lpips_metric is not None and mask_entries:
+        from pconv_jax.lpips import MIN_SIZE
+
+        size = min(mask_entries[0]["mask"].shape)
+        if size < MIN_SIZE:
+            raise ValueError(f"LPIPS needs images of at least {MIN_SIZE} px; the masks are "
+                             f"{size} px (choose a larger --size or mask set)")
     scores = {m: defaultdict(list) for m in methods}
     features = {m: [] for m in ("real", *methods)}  # pool3 features, pair order
-    if inception is not None:  # one jitted shape: ground truths and every method together
-        inception.batch_size = (1 + len(methods)) * batch_size
+    if inception is not None:  # one jitted shape: ground truths and every method together,
+        # in calls of at most ~64 images (a divisor of the pair batch: no padding)
+        per_pair = 1 + len(methods)
+        inception.batch_size = per_pair * max(
+            d for d in range(1, batch_size + 1) if batch_size % d == 0 and
+            (d == 1 or per_pair * d <= 64))
     examples = []
     bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
     for start in range(0, len(mask_entries), batch_size):
@@ -255,7 +268,9 @@ def write_tables(out: str, results: dict) -> None:
         if fids:
             f.write(f" FID (pytorch-fid's Inception, lower is closer) per hole-ratio bucket "
                     f"only where the bucket has at least {FID_MIN_PAIRS} pairs ('-': fewer, "
-                    "where FID is mostly estimation noise); the 'all' row is over every pair.")
+                    "where FID is mostly estimation noise); the 'all' row is over every pair")
+            f.write(f" ({total} here: below {FID_MIN_PAIRS}, so read it as noise too)."
+                    if total < FID_MIN_PAIRS else ".")
         f.write("\n")
 
 

@@ -105,6 +105,20 @@ def distances_to(params: dict, target: Array, candidates: Array) -> Array:
     return total
 
 
+MIN_SIZE = 16  # relu5_3 is at 1/16 of the input: smaller images leave it empty
+
+
+def _check_images(*batches: np.ndarray) -> None:
+    """ValueError unless the batches are (...,H,W,3) of one dtype with H, W >= MIN_SIZE."""
+    shape = np.shape(batches[0])
+    if len(shape) < 3 or shape[-1] != 3 or min(shape[-3:-1]) < MIN_SIZE:
+        raise ValueError(f"LPIPS needs (N,H,W,3) images of at least {MIN_SIZE}x{MIN_SIZE} "
+                         f"pixels (its last VGG stage is at 1/16 size), got {shape}")
+    dtypes = {np.asarray(b).dtype == np.uint8 for b in batches}
+    if len(dtypes) > 1:
+        raise ValueError("LPIPS inputs must all be uint8 or all be floats in [0, 1], not a mix")
+
+
 class LPIPS:
     """`lpips(a, b) -> (N,)` for image pairs (N,H,W,3) in [0, 1] (or uint8)."""
 
@@ -123,12 +137,23 @@ class LPIPS:
 
     def against(self, target: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
         """(K,N) distances of K candidate batches (N,H,W,3) to one target batch, uint8 or
-        [0,1]; the target's features are computed once (evaluation: several methods)."""
+        [0,1]; the target's features are computed once (evaluation: several methods). At
+        most max(batch_size, K+1) images go through VGG-16 at once, in one padded shape."""
+        _check_images(target, *candidates)
         scale = 255.0 if np.asarray(target).dtype == np.uint8 else 1.0
-        stack = np.stack([np.asarray(c, np.float32) for c in candidates]) / scale
-        return np.asarray(self._distances_to(
-            self.params, jnp.asarray(np.asarray(target, np.float32) / scale),
-            jnp.asarray(stack)))
+        target = np.asarray(target, np.float32) / scale
+        stack = np.stack([np.asarray(c, np.float32) for c in candidates]) / scale  # (K,N,...)
+        k, n = stack.shape[:2]
+        per_call = max(1, self.batch_size // (k + 1))  # targets per call
+        out = []
+        for start in range(0, n, per_call):
+            t, c = target[start:start + per_call], stack[:, start:start + per_call]
+            pad = per_call - len(t)
+            t = np.concatenate([t, np.zeros((pad, *t.shape[1:]), t.dtype)])
+            c = np.concatenate([c, np.zeros((k, pad, *c.shape[2:]), c.dtype)], axis=1)
+            d = self._distances_to(self.params, jnp.asarray(t), jnp.asarray(c))
+            out.append(np.asarray(d)[:, :per_call - pad])
+        return np.concatenate(out, axis=1) if out else np.zeros((k, 0), np.float32)
 
     def __call__(self, a: np.ndarray | Array, b: np.ndarray | Array) -> np.ndarray:
         """(N,) distances, in jitted batches (the last one padded: one shape compiles)."""
@@ -136,6 +161,7 @@ class LPIPS:
         if a.shape != b.shape or a.ndim != 4 or a.shape[3] != 3:
             raise ValueError(f"LPIPS needs two (N,H,W,3) batches of one shape, got {a.shape} "
                              f"and {b.shape}")
+        _check_images(a, b)
         if a.dtype == np.uint8:
             a, b = a.astype(np.float32) / 255, b.astype(np.float32) / 255
         out = []
