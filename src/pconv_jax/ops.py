@@ -213,10 +213,14 @@ def _check_mask(x: Array, mask: Array, allow_multichannel: bool) -> None:
 def _finish(
     raw: Array, ratio: Array, new_mask: Array, bias: Array | None, out_dtype: Any, batch: int
 ) -> tuple[Array, Array]:
-    """y = (conv(X*M, W) * ratio + b) * update, from the raw convolution; mask to batch size."""
-    y = raw * ratio.astype(raw.dtype)  # ratio already holds the update mask as a factor
+    """y = (conv(X*M, W) * ratio + b) * update, from the raw convolution; mask to batch size.
+
+    The ratio and bias apply in float32 (or wider) and y is rounded to out_dtype once: in
+    bfloat16 the ratio itself is never rounded."""
+    wide = jnp.promote_types(raw.dtype, jnp.float32)  # float32 (float64 stays float64)
+    y = raw.astype(wide) * ratio.astype(wide)  # ratio holds the update mask as a factor
     if bias is not None:
-        y = (y + bias.astype(y.dtype)) * new_mask.astype(y.dtype)
+        y = (y + bias.astype(wide)) * new_mask.astype(wide)
     new_mask = jnp.broadcast_to(new_mask, (batch, *new_mask.shape[1:]))
     return y.astype(out_dtype), new_mask
 
