@@ -2,6 +2,8 @@
 plots the hole loss (the issue #15 evidence in experiments/README.md).
 
     .venv/bin/python experiments/compare_dtypes.py --steps 300 --out experiments/dtype_curve.png
+    .venv/bin/python experiments/compare_dtypes.py --vgg random --runs runs/dtype_compare_vgg \
+        --out experiments/dtype_curve_vgg.png      # the full loss, VGG-16 in bfloat16 too
 """
 
 import argparse
@@ -17,7 +19,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--runs", default="runs/dtype_compare")
     parser.add_argument("--out", default="experiments/dtype_curve.png")
-    parser.add_argument("--vgg", default="", help="VGG-16 file (default: the demo's, none)")
+    parser.add_argument("--vgg", default="",
+                        help="VGG-16 file for the perceptual and style terms, or 'random' "
+                             "(random VGG-16 weights: the full loss's arithmetic, bfloat16 "
+                             "VGG included, without a weight file); default: the demo's, none")
     args = parser.parse_args()
     import matplotlib
 
@@ -31,7 +36,9 @@ def main() -> None:
                    "experiments/configs/demo.py", "--workdir", workdir,
                    f"--config.train.steps={args.steps}", "--config.train.log_every=10",
                    "--config.train.eval_every=0", f"--config.train.compute_dtype={dtype}"]
-        if args.vgg:
+        if args.vgg == "random":
+            command.append("--config.vgg.fallback=random")
+        elif args.vgg:
             command.append(f"--config.vgg.weights={args.vgg}")
         subprocess.run(command, check=True)
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -46,7 +53,8 @@ def main() -> None:
         ax.plot(steps, hole, label=dtype)
     ax.set_xlabel("step")
     ax.set_ylabel("hole loss (batch mean over 10 steps)")
-    ax.set_title("demo configuration, same seed")
+    ax.set_title("demo configuration, same seed" +
+                 (", full loss (random VGG-16)" if args.vgg == "random" else ""))
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
