@@ -59,10 +59,11 @@ browser:
 	  else echo "note: no chromium and no root apt-get; the browser test will be skipped"; fi; }
 
 # The inpainting page on the demo run (trained first when it is missing): http://127.0.0.1:7860
-APP_WORKDIR ?= runs/demo
+DEMO_WORKDIR ?= runs/demo
+APP_WORKDIR ?= $(DEMO_WORKDIR)
 app: install
 	@test -d $(APP_WORKDIR)/checkpoints || { \
-	  if [ "$(APP_WORKDIR)" = runs/demo ]; then $(MAKE) demo; \
+	  if [ "$(APP_WORKDIR)" = "$(DEMO_WORKDIR)" ]; then $(MAKE) demo; \
 	  else echo "error: $(APP_WORKDIR) holds no checkpoints (train it first, or leave APP_WORKDIR unset for the demo run)" >&2; exit 1; fi; }
 	$(VPY) -m pconv_jax.app --workdir $(APP_WORKDIR) $(APP_ARGS)
 
@@ -73,7 +74,7 @@ bench: install
 	$(VPY) -m benchmarks.bench
 
 demo: install
-	$(VPY) -m pconv_jax.train --config experiments/configs/demo.py --workdir runs/demo
+	$(VPY) -m pconv_jax.train --config experiments/configs/demo.py --workdir $(DEMO_WORKDIR)
 
 # The loss-weight ablation notebook at its default (demo) scale, headless: ~14 min on 2 cores.
 # Parameters: PAPERMILL_ARGS="-p steps 300 ..."; output folder: ABLATION_DIR.
@@ -85,4 +86,4 @@ ablation: install
 	@echo "executed notebook: $(ABLATION_DIR)/notebook.ipynb; results: $(ABLATION_DIR)/"
 
 clean:
-	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_WORKDIR) .pytest_cache .ruff_cache

@@ -185,12 +185,18 @@ def test_make_install_default_is_the_cpu_build():
 
 
 def test_make_app_serves_the_workdir_and_trains_the_demo_when_it_is_missing(tmp_path):
-    """`make app` installs (with the app extra, through dev), trains the demo run when the
-    workdir holds no checkpoints, then starts `python -m pconv_jax.app` on it."""
-    proc = make_install_dry_run(f"APP_WORKDIR={tmp_path / 'none'}", target="app")
+    """`make app` installs (with the app extra, through dev), trains the demo run when it
+    holds no checkpoints, then starts `python -m pconv_jax.app` on it; another workdir
+    without checkpoints is one error line, and nothing is trained."""
+    other = make_install_dry_run(f"APP_WORKDIR={tmp_path / 'other'}", target="app")
+    assert other.returncode != 0
+    assert f"error: {tmp_path / 'other'} holds no checkpoints" in other.stderr, other.stderr
+    assert "pconv_jax.train" not in other.stdout and "pconv_jax.app" not in other.stdout
+    proc = make_install_dry_run(f"DEMO_WORKDIR={tmp_path / 'none'}", target="app")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     app_line = next(i for i, line in enumerate(lines) if "-m pconv_jax.app" in line)
     assert f"--workdir {tmp_path / 'none'}" in lines[app_line]
-    assert any("-m pconv_jax.train" in line and "demo.py" in line for line in lines[:app_line])
+    assert any("-m pconv_jax.train" in line and "demo.py" in line and
+               f"--workdir {tmp_path / 'none'}" in line for line in lines[:app_line])
     assert any("-e '.[dev]'" in line for line in lines[:app_line])
