@@ -96,12 +96,23 @@ def main() -> None:
         return
     if not args.torch_python:
         parser.error("--torch-python is needed (see this file's docstring)")
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f"--rounds and --repeats must be >= 1, got {args.rounds}, {args.repeats}")
+    try:
+        subprocess.run([args.torch_python, "-c", "import torch, lpips, pytorch_fid"],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        parser.error(f"--torch-python {args.torch_python} is not a Python with torch, lpips "
+                     "and pytorch-fid (see this file's docstring)")
     runs: dict[str, list[dict]] = {"ours": [], "theirs": []}
     for _ in range(args.rounds):
         for side, python in (("ours", sys.executable), ("theirs", args.torch_python)):
             done = subprocess.run([python, "-m", "benchmarks.vs_torch_metrics", "--side", side,
                                    "--repeats", str(args.repeats)],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"error: the {side} side failed: "
+                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
             runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
     med = {side: {k: statistics.median(r[k] for r in rs) for k in ("inception_s", "lpips_s")}
            for side, rs in runs.items()}

@@ -24,6 +24,8 @@ def main() -> None:
                              "(random VGG-16 weights: the full loss's arithmetic, bfloat16 "
                              "VGG included, without a weight file); default: the demo's, none")
     args = parser.parse_args()
+    if args.steps < 20:
+        parser.error(f"--steps must be >= 20 (the curve starts at step 10), got {args.steps}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +42,8 @@ def main() -> None:
             command.append("--config.vgg.fallback=random")
         elif args.vgg:
             command.append(f"--config.vgg.weights={args.vgg}")
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode:
+            sys.exit(f"error: the {dtype} run failed (its message is above)")
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
         curves[dtype] = ([r["step"] for r in records], [r["hole"] for r in records])

@@ -194,6 +194,8 @@ def test_lpips_refuses_what_it_cannot_measure(lpips_files, case):
         metric(a, b)
     with pytest.raises(ValueError, match=match):
         metric.against(a, [b])
+    with pytest.raises(ValueError, match="candidates must have the target's shape"):
+        metric.against(np.zeros((1, 16, 20, 3)), [np.zeros((1, 16, 24, 3))])
 
 
 def test_evaluate_says_what_fid_and_lpips_cannot_do_before_working(lpips_files):

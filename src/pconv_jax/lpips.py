@@ -140,6 +140,10 @@ class LPIPS:
         [0,1]; the target's features are computed once (evaluation: several methods). At
         most max(batch_size, K+1) images go through VGG-16 at once, in one padded shape."""
         _check_images(target, *candidates)
+        shapes = {np.shape(c) for c in candidates} - {np.shape(target)}
+        if shapes:
+            raise ValueError(f"LPIPS candidates must have the target's shape "
+                             f"{np.shape(target)}, got {sorted(shapes)}")
         scale = 255.0 if np.asarray(target).dtype == np.uint8 else 1.0
         target = np.asarray(target, np.float32) / scale
         stack = np.stack([np.asarray(c, np.float32) for c in candidates]) / scale  # (K,N,...)
