@@ -255,3 +255,42 @@ def test_samples_subset_selects_the_named_photos():
         data.open_source("samples:kitten")
     with pytest.raises(ValueError, match="no bundled photo named"):
         data.open_source("samples:")
+
+
+@pytest.mark.parametrize("photo", ["coffee", "camera"])
+def test_colour_jitter_is_one_colour_map_per_crop_geometry_and_mask_untouched(photo):
+    """With data.colour_jitter > 0 a training example is the unjittered example (same crop,
+    flip and mask: the colour draws come last) passed through one 3x3 colour matrix, rounded
+    and saturated; a grey photo comes out tinted (its channels differ)."""
+    source = data.BundledPhotos([photo])
+    mask_source = masks.MaskSource(32, None)
+    plain = data.TrainExample(source, 32, mask_source, (1.0, 2.0))
+    jittered = data.TrainExample(source, 32, mask_source, (1.0, 2.0), colour_jitter=0.4)
+    tinted = 0
+    for seed in range(8):
+        a = plain(0, np.random.default_rng(seed))
+        b = jittered(0, np.random.default_rng(seed))
+        np.testing.assert_array_equal(a["mask"], b["mask"])
+        x = a["image"].reshape(-1, 3).astype(np.float64)
+        y = b["image"].reshape(-1, 3).astype(np.float64)
+        inside = ((y > 0) & (y < 255)).all(axis=1)  # pixels no channel of which saturated
+        if photo == "coffee":  # a colour photo determines the matrix: solve for it
+            assert inside.sum() > 50
+            matrix, *_ = np.linalg.lstsq(x[inside], y[inside], rcond=None)
+            # the true matrix leaves rounding (<= 0.5); a least-squares fit of it a little more
+            assert np.abs(x[inside] @ matrix - y[inside]).max() <= 1.0
+        tinted += np.ptp(y[inside], axis=1).mean() > 2
+    assert tinted >= 6
+
+
+def test_colour_jitter_off_draws_nothing_extra():
+    """colour_jitter = 0 (the default) leaves every example bit-identical to before: no
+    colour draws consume the example's random stream."""
+    source = data.BundledPhotos(["coffee"])
+    mask_source = masks.MaskSource(32, None)
+    a = data.TrainExample(source, 32, mask_source)(0, np.random.default_rng(1))
+    rng = np.random.default_rng(1)
+    short = data.draw_short_side(32, rng, (1.0, 1.0))
+    crop = data.crop_flip(source[0], 32, short, rng)
+    np.testing.assert_array_equal(a["image"], crop)
+    np.testing.assert_array_equal(a["mask"][..., 0], (mask_source.sample(rng) > 0.5))

@@ -219,7 +219,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     ("optim.lr", 0.0), ("optim.finetune_lr", float("nan")), ("optim.b2", 1.0),
     ("loss.weights.hole", -1.0), ("loss.weights.style_out", float("inf")),
     ("data.image_size", 100_000), ("data.workers", 100_000), ("data.threads", 100_000),
-    ("data.eval_pairs", 100_000),
+    ("data.eval_pairs", 100_000), ("data.colour_jitter", -0.1), ("data.colour_jitter", 2.0),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
     """Counts and intervals outside what a run can use: a TrainingError naming the key."""

@@ -41,16 +41,22 @@ BUNDLED_PHOTOS: tuple[str, ...] = (
 BUNDLED_GREY: tuple[str, ...] = (
     "camera", "coins", "moon", "clock", "brick", "grass", "gravel", "cell",
 )
+# More colour images it ships, in no default set: photos no config trains on, for evaluation
+# (`samples:motorcycle_left,motorcycle_right`), and two of saturated colour.
+BUNDLED_EXTRA: tuple[str, ...] = ("motorcycle_left", "motorcycle_right", "retina", "colorwheel")
 
 
 def bundled_photo(name: str) -> np.ndarray:
     """One bundled photo as (H,W,3) float32 in [0, 1] (a grey one as three equal channels)."""
     from skimage import data as skdata
 
-    if name not in BUNDLED_PHOTOS + BUNDLED_GREY:
-        raise ValueError(f"unknown bundled photo {name!r}; choose from "
-                         f"{', '.join(BUNDLED_PHOTOS + BUNDLED_GREY)}")
-    image = np.asarray(getattr(skdata, name)())
+    known = BUNDLED_PHOTOS + BUNDLED_GREY + BUNDLED_EXTRA
+    if name not in known:
+        raise ValueError(f"unknown bundled photo {name!r}; choose from {', '.join(known)}")
+    if name.startswith("motorcycle_"):  # the two views of skimage's stereo pair
+        image = np.asarray(skdata.stereo_motorcycle()[0 if name.endswith("left") else 1])
+    else:
+        image = np.asarray(getattr(skdata, name)())
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     return (image[..., :3].astype(np.float32) / 255.0).clip(0.0, 1.0)
@@ -248,15 +254,35 @@ def crop_flip(image: np.ndarray, size: int, short: int, rng: np.random.Generator
     return cv2.flip(crop, 1) if rng.random() < 0.5 else np.ascontiguousarray(crop)
 
 
+def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """(H,W,3) uint8 through one random linear colour map (rounded, saturated to 0..255): its
+    channels permuted, its saturation and then each channel scaled by U(1-s, 1+s); a new array.
+
+    Tints a grey photo (the channel gains) and moves a colour photo's hues and saturation, so
+    that a training set of few, mostly grey photos still shows the network hole borders of
+    every colour.
+    """
+    import cv2
+
+    grey = np.full((3, 3), 1 / 3)  # x -> its channel mean
+    saturation = rng.uniform(1 - strength, 1 + strength)
+    gains = rng.uniform(1 - strength, 1 + strength, 3)
+    permute = np.eye(3)[rng.permutation(3)]
+    matrix = np.diag(gains) @ (grey + saturation * (np.eye(3) - grey)) @ permute
+    return cv2.transform(image, matrix.astype(np.float32))  # out(p) = matrix @ in(p)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainExample:
     """The per-example transform (index, rng) -> {"image": (S,S,3) uint8, "mask": (S,S,1)
-    uint8 0/1}: read at the needed size, resize, crop, flip; draw and augment a mask."""
+    uint8 0/1}: read at the needed size, resize, crop, flip (and colour-jitter); draw and
+    augment a mask."""
 
     source: Sequence
     size: int
     masks: MaskSource
     scale_range: tuple[float, float] = (1.0, 1.0)
+    colour_jitter: float = 0.0  # s of `colour_jitter`; 0: off, and no random draws
 
     def __call__(self, index: int, rng: np.random.Generator) -> dict:
         """Example `index` of the source, its randomness all from `rng`."""
@@ -264,6 +290,8 @@ class TrainExample:
         image = read_image(self.source, int(index), short)
         crop = crop_flip(image, self.size, short, rng)  # (S,S,3)
         mask = self.masks.sample(rng)  # (S,S) 1 = valid
+        if self.colour_jitter > 0:
+            crop = colour_jitter(crop, self.colour_jitter, rng)
         return {"image": crop,
                 "mask": (mask > 0.5).astype(np.uint8)[..., None]}  # (S,S,1)
 
@@ -278,13 +306,15 @@ def train_dataset(
     shard_index: int = 0,
     shard_count: int = 1,
     scale_range: tuple[float, float] = (1.0, 1.0),
+    colour_jitter: float = 0.0,
 ) -> grain.MapDataset:
     """An endless, deterministic MapDataset of uint8 training batches for one process."""
     if len(source) < shard_count:
         raise ValueError(f"{len(source)} images cannot be shared among {shard_count} processes")
     ds = grain.MapDataset.range(len(source))[shard_index::shard_count]  # image indices
     ds = ds.seed(seed).shuffle().repeat()
-    ds = ds.random_map(TrainExample(source, image_size, masks, tuple(scale_range)))
+    ds = ds.random_map(TrainExample(source, image_size, masks, tuple(scale_range),
+                                    float(colour_jitter)))
     return ds.batch(local_batch, drop_remainder=True)
 
 

@@ -61,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
         tfds_data_dir="",
         image_size=512,
         scale_range=(1.0, 1.0),  # shorter side resized to image_size * U(range) (>= 1), then crop
+        colour_jitter=0.0,  # s: channels permuted, saturation and gains x U(1-s,1+s); 0: off
         masks="",  # a folder of mask images (white = hole), or '' for generated irregular masks
         hole_range=(0.01, 0.6),
         eval_source="",  # held-out images scored every train.eval_every steps ('' = none)
@@ -146,6 +147,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
         problems.append(f"data.scale_range must be (lo, hi) with 1 <= lo <= hi (the shorter side "
                         f"is resized to image_size * U(lo, hi), never below image_size, so "
                         f"factors under 1 would do nothing), got {scale}")
+    jitter = config.data.get("colour_jitter", 0.0)
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 1:
+        problems.append(f"data.colour_jitter must be a number in [0, 1] (0 = off), got "
+                        f"{jitter!r}")
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         problems.append(f"seed must be a whole number >= 0, got {seed!r}")
@@ -568,6 +573,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             source, image_size=config.data.image_size, local_batch=local_batch, seed=config.seed,
             masks=masks, shard_index=process, shard_count=processes,
             scale_range=tuple(config.data.scale_range),
+            colour_jitter=config.data.get("colour_jitter", 0.0),
         )
         sample = dataset[0]  # a fixed batch for the image grids; reads the data once
         held_out = None
