@@ -171,28 +171,37 @@ class AppServer:
 
     def __init__(self, run_dir, env=None, start_timeout=180):
         self.port = free_port()
+        self.cache = (env or {}).get("GRADIO_TEMP_DIR")  # where Gradio was told to keep files
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pconv_jax.app", "--workdir", str(run_dir), "--port",
              str(self.port)], env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         self.log: list[str] = []
-        self.url = self.root = None
+        self.url = None
         deadline = time.time() + start_timeout
-        while time.time() < deadline and self.root is None:
+        while time.time() < deadline and self.url is None:
             line = self.proc.stdout.readline()
             if not line and self.proc.poll() is not None:
                 break
             self.log.append(line.rstrip("\n"))
             if line.startswith("pconv-jax app: http://"):
                 self.url = line.split()[2]
-            elif line.startswith("pconv-jax app: uploads and results in "):
-                self.root = line.split()[6]
-        if self.root is None:
+        if self.url is None:
             self.proc.kill()
             self.proc.wait()
             raise RuntimeError("the app did not start: " + "\n".join(self.log[-30:]))
         self._drain = threading.Thread(target=self._read, daemon=True)
         self._drain.start()
+
+    @property
+    def root(self) -> str | None:
+        """The folder the server said it keeps its files in (None if it said none)."""
+        for _ in range(40):  # the line right after the address
+            for line in self.log:
+                if line.startswith("pconv-jax app: uploads and results in "):
+                    return line.split()[6]
+            time.sleep(0.05)
+        return None
 
     def _read(self):
         for line in self.proc.stdout:

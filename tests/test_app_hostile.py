@@ -164,7 +164,7 @@ def test_file_routes_serve_this_servers_results_only(cli_server, valid):
     kind, data = call_api(server.url, [file_data(image_path), file_data(mask_path)])
     assert kind == "complete", data
     assert fetch(server.url, data[0]["url"])[0] == 200
-    other_app = Path(server.root).parent / ("f" * 64)  # as another app's upload would lie
+    other_app = Path(server.cache) / ("f" * 64)  # as another app's upload would lie
     other_app.mkdir(exist_ok=True)
     (other_app / "their.png").write_bytes(_png_bytes(np.zeros((4, 4), np.uint8)))
     for path in ("/etc/passwd", str(other_app / "their.png"),

@@ -11,6 +11,10 @@ The same server answers an HTTP API with one endpoint, `inpaint`: an image file 
 (white = hole, as in `python -m pconv_jax.inpaint`) in, the result as a PNG file out. The
 README shows a `gradio_client` call and the plain HTTP route. Gradio is an optional extra:
 `pip install -e '.[app]'`.
+
+Every upload is checked from its header (size, mode, frames) before a pixel is decoded, on
+both paths; everything the server writes lives in one private folder (0700, files 0600),
+removed when it stops, Ctrl+C and SIGTERM included.
 """
 
 from __future__ import annotations
@@ -370,9 +374,11 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
     return page
 
 
-def _prune(folder: str, max_age_s: float = 600.0) -> None:
-    """Removes the per-request folders below `folder` older than max_age_s (Gradio has long
-    copied their files into its own cache by then)."""
+def _prune(folder: str, max_age_s: float = 3600.0) -> None:
+    """Removes the per-request folders below `folder` older than max_age_s: results stay
+    downloadable for an hour, as long as Gradio keeps uploads (delete_cache). Gradio serves
+    them from there when `folder` lies in its upload folder (the command line's case), from
+    its own copies otherwise."""
     import shutil
 
     now = time.time()
