@@ -384,3 +384,41 @@ def test_sixteen_concurrent_calls_are_each_exact(cli_server, valid):
     for result in results:
         _check_valid(result, image, hole)
         np.testing.assert_array_equal(result, results[0])
+
+
+# --- Canvases sent ahead of an event that never comes ---------------------------------------
+
+
+def test_pending_canvases_are_bounded_oldest_first():
+    """The editor's store of canvases sent ahead of their event keeps at most max_entries
+    sends and max_bytes of them, dropping the oldest; the newest is always kept."""
+    from types import SimpleNamespace
+
+    from pconv_jax.app import PendingBlobs
+
+    def sent(n):
+        return SimpleNamespace(background=bytes(n), composite=None, layers=[bytes(n), None])
+
+    store = PendingBlobs(max_entries=3, max_bytes=100)
+    for i in range(5):
+        store[f"id{i}"] = sent(10)
+    assert list(store) == ["id2", "id3", "id4"]
+    store["id5"] = sent(40)  # 80 bytes: 140 in all, so id2 and id3 go
+    assert list(store) == ["id4", "id5"] and store.nbytes() == 100
+    store["id6"] = sent(60)  # alone over the limit: kept, as the newest
+    assert list(store) == ["id6"]
+
+
+@pytest.mark.slow
+def test_canvases_sent_without_their_event_do_not_grow_memory(cli_server):
+    """A client sending 24 canvases of 40 MB to the editor and never asking for them (960 MB)
+    leaves the server's resident memory within 512 MB (the store's cap) + 200 MB of where it
+    was."""
+    server, page = cli_server, PageEvents(cli_server.url)
+    blob = np.random.default_rng(0).integers(0, 256, 40 * MB, np.uint8).tobytes()
+    before = server.memory()["VmRSS"]
+    for _ in range(24):
+        page.send_blobs("someone", {"background": blob})
+    time.sleep(0.5)
+    grown = server.memory()["VmRSS"] - before
+    assert grown <= 712 * MB, f"resident memory grew by {grown / MB:.0f} MB"

@@ -166,6 +166,27 @@ def _checked_header(path: str, what: str) -> Header:
 MAX_LAYERS = 4
 
 
+class PendingBlobs(dict):
+    """The editor's store of canvases sent ahead of their event (Gradio's `blob_storage`),
+    bounded: past `max_entries` sends or `max_bytes` of them, the oldest are dropped (a
+    client that sends and never asks would otherwise grow the server's memory without end)."""
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 512 << 20):
+        super().__init__()
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+
+    def __setitem__(self, key, value) -> None:
+        super().pop(key, None)  # re-inserted last: the newest
+        super().__setitem__(key, value)
+        while len(self) > 1 and (len(self) > self.max_entries or self.nbytes() > self.max_bytes):
+            del self[next(iter(self))]
+
+    def nbytes(self) -> int:
+        """The bytes held: every background, layer and composite."""
+        return sum(len(b or b"") for blobs in self.values()
+                   for b in (blobs.background, blobs.composite, *blobs.layers))
+
+
 def editor_files(value: dict | None, blobs: dict, folder: str) -> tuple[str | None, list[str]]:
     """The background and layer files of the editor's raw event value, nothing decoded.
 
@@ -342,6 +363,7 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
                     brush=gr.Brush(default_size="auto", colors=["#ffffff"],
                                    color_mode="fixed"),
                     eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
+                editor.blob_storage = PendingBlobs()
                 with gr.Row():
                     run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
                     use = gr.Button("Use result as input", elem_id="use-result")
