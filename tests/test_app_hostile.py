@@ -81,6 +81,28 @@ def _check_valid(result, image, hole):
 # --- Bombs: refused from the header, within a second, in bounded memory ---------------------
 
 
+@pytest.mark.parametrize("mode", ["1", "I;16", "RGBA"])
+def test_a_header_is_read_without_decoding_the_pixels(tmp_path, mode):
+    """The CLI's check_jobs refuses a 13300^2 bomb mask against a 256^2 image, and read_header
+    gives its size, each in well under the time decoding takes (Pillow's PNG getexif, which
+    the old displayed_size called, decodes the whole image: 1-8 s here)."""
+    from pconv_jax.inpaint import InpaintError, check_jobs
+
+    bomb = tmp_path / "bomb.png"
+    black_png(bomb, BOMB, BOMB, mode)
+    photo(tmp_path / "photo.png", (SIZE, SIZE))
+    start = time.perf_counter()
+    with pytest.raises(InpaintError, match=f"is {BOMB}x{BOMB} but the image"):
+        check_jobs([(str(tmp_path / "photo.png"), str(bomb), str(tmp_path / "out.png"))])
+    assert time.perf_counter() - start < 0.2
+    from pconv_jax.inpaint import read_header
+
+    start = time.perf_counter()
+    header = read_header(str(bomb), "mask")
+    assert (header.width, header.height) == (BOMB, BOMB)
+    assert time.perf_counter() - start < 0.2
+
+
 @pytest.mark.slow
 def test_bombs_are_refused_from_the_header_in_bounded_memory(cli_server, valid, tmp_path):
     """After a first inference, the audit's bombs one after another: 13300^2 1-bit, RGB, RGBA

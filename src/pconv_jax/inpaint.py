@@ -249,12 +249,6 @@ def read_header(path, what: str) -> Header:
     return Header(h, w, True) if turned else Header(w, h, oriented)
 
 
-def displayed_size(path: str, what: str) -> tuple[int, int]:
-    """(width, height) of an image file as displayed where its header tells (read_header)."""
-    header = read_header(path, what)
-    return header.width, header.height
-
-
 def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -> None:
     """Raises InpaintError for the first job whose image or mask header does not read, whose
     sizes do not fit, or whose output folder takes no files: checks that cost milliseconds,
