@@ -26,3 +26,28 @@ def inpainter(run_dir):
     from pconv_jax.inpaint import Inpainter
 
     return Inpainter.from_workdir(run_dir)
+
+
+@pytest.fixture(scope="module")
+def served(inpainter, tmp_path_factory):
+    """The page of `inpainter`, launched in this process on a free port: its URL."""
+    from pconv_jax import app
+    from tests.app_util import free_port
+
+    page = app.build(inpainter, out_dir=str(tmp_path_factory.mktemp("results")))
+    port = free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def cli_server(run_dir, tmp_path_factory):
+    """`python -m pconv_jax.app` on the tiny run and a free port, GRADIO_TEMP_DIR pointing
+    at a test folder: a tests.app_util.AppServer (url, root, pid, log)."""
+    from tests.app_util import AppServer
+
+    cache = tmp_path_factory.mktemp("gradio_cache")
+    with AppServer(run_dir, env={"GRADIO_TEMP_DIR": str(cache)}) as server:
+        yield server

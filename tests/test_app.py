@@ -6,7 +6,6 @@ inpaint, download the PNG, and check in NumPy that only the painted neighbourhoo
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,8 +23,9 @@ pytest.importorskip("gradio", reason="the app extra is not installed: pip instal
 
 from pconv_jax import app  # noqa: E402
 from pconv_jax.inpaint import MAX_PIXELS  # noqa: E402
+from tests.app_util import ENV, free_port, http_json, mask, upload  # noqa: E402
+from tests.app_util import photo as write_photo  # noqa: E402
 
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "GRADIO_ANALYTICS_ENABLED": "False"}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # As the machine notes say: without the background-networking flags, Chromium keeps trying
@@ -33,42 +33,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-
-
-def _free_port() -> int:
-    import portpicker
-
-    return portpicker.pick_unused_port()
-
-
-@pytest.fixture(scope="module")
-def served(inpainter):
-    """The page of `inpainter`, launched in this process on a free port: its URL."""
-    page = app.build(inpainter)
-    port = _free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    page.close()
-
-
-def _photo(path, size=(200, 240)):
-    """A crop of scikit-image's astronaut written as PNG; the (H,W,3) uint8 array."""
-    from skimage import data
-
-    h, w = size
-    image = np.ascontiguousarray(data.astronaut()[:h, 100:100 + w])
-    Image.fromarray(image).save(path)
-    return image
-
-
-def _mask(path, shape, box):
-    """A white-on-black hole mask PNG with the hole `box` = (y0, y1, x0, x1)."""
-    hole = np.zeros(shape, np.uint8)
-    y0, y1, x0, x1 = box
-    hole[y0:y1, x0:x1] = 255
-    Image.fromarray(hole).save(path)
-    return hole > 0
 
 
 # --- The page's logic, without a server ----------------------------------------------------
@@ -134,8 +98,8 @@ def test_api_through_gradio_client(served, inpainter, tmp_path):
     photo's and whose hole holds what the library's Inpainter gives for the same pair."""
     from gradio_client import Client, handle_file
 
-    image = _photo(tmp_path / "photo.png")
-    hole = _mask(tmp_path / "mask.png", image.shape[:2], (60, 110, 80, 170))
+    image = write_photo(tmp_path / "photo.png")
+    hole = mask(tmp_path / "mask.png", image.shape[:2], (60, 110, 80, 170))
     client = Client(served, verbose=False)
     result_path = client.predict(handle_file(str(tmp_path / "photo.png")),
                                  handle_file(str(tmp_path / "mask.png")), api_name="/inpaint")
@@ -146,39 +110,13 @@ def test_api_through_gradio_client(served, inpainter, tmp_path):
     assert (result[hole] != image[hole]).any(axis=1).mean() > 0.9
 
 
-def _http_json(url, payload=None):
-    """GET (payload None) or POST JSON; the decoded reply."""
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        return json.loads(reply.read())
-
-
-def _upload(base, paths):
-    """POST files to Gradio's upload route (multipart): their server paths."""
-    boundary = "pconvjaxboundary"
-    body = io.BytesIO()
-    for path in paths:
-        body.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-                   f"filename=\"{Path(path).name}\"\r\nContent-Type: image/png\r\n\r\n".encode())
-        body.write(Path(path).read_bytes())
-        body.write(b"\r\n")
-    body.write(f"--{boundary}--\r\n".encode())
-    request = urllib.request.Request(
-        base + "gradio_api/upload", data=body.getvalue(),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        return json.loads(reply.read())
-
-
 def test_api_through_plain_http(served, tmp_path):
     """The route the README documents for curl: upload, call, read the event stream, fetch."""
-    image = _photo(tmp_path / "photo.png")
-    hole = _mask(tmp_path / "mask.png", image.shape[:2], (20, 50, 30, 90))
-    paths = _upload(served, [tmp_path / "photo.png", tmp_path / "mask.png"])
+    image = write_photo(tmp_path / "photo.png")
+    hole = mask(tmp_path / "mask.png", image.shape[:2], (20, 50, 30, 90))
+    paths = upload(served, [tmp_path / "photo.png", tmp_path / "mask.png"])
     files = [{"path": p, "meta": {"_type": "gradio.FileData"}} for p in paths]
-    event = _http_json(served + "gradio_api/call/inpaint", {"data": files})["event_id"]
+    event = http_json(served + "gradio_api/call/inpaint", {"data": files})["event_id"]
     with urllib.request.urlopen(served + f"gradio_api/call/inpaint/{event}", timeout=60) as r:
         stream = r.read().decode()
     assert "event: complete" in stream, stream
@@ -202,19 +140,19 @@ def test_api_bad_input_is_a_message(served, tmp_path, case, expected):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    image = _photo(tmp_path / "photo.png")
+    image = write_photo(tmp_path / "photo.png")
     image_path, mask_path = tmp_path / "photo.png", tmp_path / "mask.png"
     box = {"no hole": (0, 0, 0, 0), "all hole": (0, 200, 0, 240)}.get(case, (5, 20, 5, 20))
-    _mask(mask_path, image.shape[:2], box)
+    mask(mask_path, image.shape[:2], box)
     if case == "not an image":
         image_path = tmp_path / "notes.png"
         image_path.write_text("these are notes, not pixels")
     elif case == "mask size":
-        _mask(mask_path, (100, 100), (5, 20, 5, 20))
+        mask(mask_path, (100, 100), (5, 20, 5, 20))
     elif case == "too large":
         image_path = tmp_path / "large.png"
         Image.new("RGB", (4097, 4096)).save(image_path)  # compresses to a few kB
-        _mask(mask_path, (4096, 4097), (5, 20, 5, 20))
+        mask(mask_path, (4096, 4097), (5, 20, 5, 20))
     client = Client(served, verbose=False)
     with pytest.raises(AppError) as info:
         client.predict(handle_file(str(image_path)), handle_file(str(mask_path)),
@@ -245,10 +183,10 @@ def test_one_job_at_a_time(inpainter, tmp_path):
                 spans.append((start, time.perf_counter()))
             return result
 
-    image = _photo(tmp_path / "photo.png")
-    _mask(tmp_path / "mask.png", image.shape[:2], (60, 110, 80, 170))
+    image = write_photo(tmp_path / "photo.png")
+    mask(tmp_path / "mask.png", image.shape[:2], (60, 110, 80, 170))
     page = app.build(Slow())
-    port = _free_port()
+    port = free_port()
     page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                 quiet=True)
     try:
@@ -296,30 +234,6 @@ def test_printed_address_opens_in_a_browser(host, url):
 
 
 # --- The page in a real browser --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cli_server(run_dir, tmp_path_factory):
-    """`python -m pconv_jax.app` on the tiny run and a free port: (its printed URL, the
-    folder where it keeps uploads)."""
-    port = _free_port()
-    cache = tmp_path_factory.mktemp("gradio_cache")
-    proc = subprocess.Popen([sys.executable, "-m", "pconv_jax.app", "--workdir", run_dir,
-                             "--port", str(port)], env={**ENV, "GRADIO_TEMP_DIR": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = ""
-    deadline = time.time() + 120
-    while time.time() < deadline and "pconv-jax app: http://" not in line:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-    if "pconv-jax app: http://127.0.0.1:" not in line:
-        proc.kill()
-        pytest.fail(f"the app did not start: {line!r} {proc.stdout.read()[-2000:]}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    yield line.split()[2], cache
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def _stroke(page, dy_screen: float):
@@ -429,14 +343,14 @@ def test_paint_inpaint_download_in_chromium(cli_server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed "
                                    "(the dev extra has it: pip install -e '.[dev]')")
 
-    photo = _photo(tmp_path / "photo.png", size=(256, 320))
+    photo = write_photo(tmp_path / "photo.png", size=(256, 320))
     reach = 70  # image px: the brush's radius (25 by default) with a wide margin
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1100},
                                     accept_downloads=True)
-            url, cache = cli_server
+            url, cache = cli_server.url, Path(cli_server.root)
             page.goto(url, wait_until="networkidle")
             assert "checkpoint step 2" in page.locator("#model-info").inner_text()
             (tmp_path / "notes.png").write_text("these are notes, not pixels")

@@ -11,21 +11,28 @@ The same server answers an HTTP API with one endpoint, `inpaint`: an image file 
 (white = hole, as in `python -m pconv_jax.inpaint`) in, the result as a PNG file out. The
 README shows a `gradio_client` call and the plain HTTP route. Gradio is an optional extra:
 `pip install -e '.[app]'`.
+
+Every upload is checked from its header (size, mode, frames) before a pixel is decoded, on
+both paths; everything the server writes lives in one private folder (0700, files 0600),
+removed when it stops, Ctrl+C and SIGTERM included.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pconv_jax.inpaint import MAX_PIXELS, Inpainter, InpaintError
+from pconv_jax.inpaint import MAX_PIXELS, Header, Inpainter, InpaintError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -116,21 +123,24 @@ def model_summary(inpainter: Inpainter) -> str:
 
 
 def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: str) -> str:
-    """The API endpoint: image file and mask file (white = hole) -> path of the result PNG."""
-    from pconv_jax.inpaint import displayed_size, load_pair, with_alpha, write_image
+    """The API endpoint: image file and mask file (white = hole) -> path of the result PNG.
+    Both headers are checked, against the pixel limit and each other, before any decoding."""
+    from pconv_jax.inpaint import load_pair, read_header, with_alpha, write_image
     from pconv_jax.masks import read_alpha
 
     if not image_path or not mask_path:
         raise PageError("the inpaint endpoint takes two files: an image and a mask")
     try:
-        w, h = displayed_size(image_path, "image")  # the header only: no decoding past limits
-        if w * h > MAX_PIXELS:
-            raise PageError(f"the image is {w}x{h} pixels, over the limit of {MAX_PIXELS} "
-                            "pixels (the command line's too): downscale or crop it first")
+        image = _checked_header(image_path, "image")
+        mask = read_header(mask_path, "mask")
+        if not mask.may_equal(image):  # read_mask's words; _for_api says them for the API
+            raise InpaintError(f"mask {mask_path} is {mask.width}x{mask.height} but the image "
+                               f"is {image.width}x{image.height}; pass --resize-mask to resize "
+                               "it (nearest neighbour)")
         image, valid = load_pair(image_path, mask_path)
         alpha = read_alpha(image_path)
     except (InpaintError, ValueError, OSError) as err:
-        raise PageError(_for_api(_without_upload_dir(str(err)))) from None
+        raise PageError(_for_api(_without_server_paths(str(err), out_dir))) from None
     hole = valid == 0
     if not hole.any():
         raise PageError("the mask marks no hole: white (or any value above 50% grey) marks "
@@ -138,6 +148,102 @@ def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: 
     out = os.path.join(tempfile.mkdtemp(dir=out_dir), "inpainted.png")
     write_image(out, with_alpha(fill(inpainter, image, hole, telea=False)["model"], alpha, out))
     return out
+
+
+def _checked_header(path: str, what: str) -> Header:
+    """read_header(path), refused when over the pixel limit: nothing is decoded yet."""
+    from pconv_jax.inpaint import read_header
+
+    header = read_header(path, what)
+    if header.pixels > MAX_PIXELS:
+        raise PageError(f"the {what} is {header.width}x{header.height} pixels, over the limit "
+                        f"of {MAX_PIXELS} pixels (the command line's too): downscale or crop "
+                        "it first")
+    return header
+
+
+# The page sends one painted layer; a request with many is not the page's (each is decoded).
+MAX_LAYERS = 4
+
+
+class PendingBlobs(dict):
+    """The editor's store of canvases sent ahead of their event (Gradio's `blob_storage`),
+    bounded: past `max_entries` sends or `max_bytes` of them, the oldest are dropped (a
+    client that sends and never asks would otherwise grow the server's memory without end)."""
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 512 << 20):
+        super().__init__()
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+
+    def __setitem__(self, key, value) -> None:
+        super().pop(key, None)  # re-inserted last: the newest
+        super().__setitem__(key, value)
+        while len(self) > 1 and (len(self) > self.max_entries or self.nbytes() > self.max_bytes):
+            del self[next(iter(self))]
+
+    def nbytes(self) -> int:
+        """The bytes held: every background, layer and composite."""
+        return sum(len(b or b"") for blobs in self.values()
+                   for b in (blobs.background, blobs.composite, *blobs.layers))
+
+
+def editor_files(value: dict | None, blobs: dict, folder: str) -> tuple[str | None, list[str]]:
+    """The background and layer files of the editor's raw event value, nothing decoded.
+
+    The browser sends its canvas as PNG blobs beforehand (kept in `blobs` under the value's
+    id) and these are written into `folder`; a value may also name uploaded files. The
+    composite is not used: the hole is where the layers are painted."""
+    if not value:
+        return None, []
+    if value.get("id"):
+        sent = blobs.pop(value["id"], None)
+        if sent is None:
+            return None, []
+        files = [sent.background] + [layer for layer in sent.layers if layer is not None]
+        paths = []
+        for i, data in enumerate(files):
+            if data is None:
+                paths.append(None)
+                continue
+            path = os.path.join(folder, "background.png" if i == 0 else f"layer_{i - 1}.png")
+            with open(path, "wb") as f:
+                f.write(data)
+            paths.append(path)
+        return paths[0], paths[1:]
+    background = (value.get("background") or {}).get("path")
+    return background, [layer["path"] for layer in value.get("layers") or () if layer]
+
+
+def read_editor(background: str | None, layers: list[str],
+                ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(image (H,W,4) uint8, hole (H,W) bool) from the editor's files. Every header is checked
+    against the pixel limit and the background before any pixel is decoded; the image reads
+    as the command line reads it (EXIF turn, 16-bit, palette), the layers one at a time."""
+    from PIL import Image
+
+    from pconv_jax.inpaint import read_header, read_image
+    from pconv_jax.masks import read_alpha
+
+    if background is None:
+        return None, None
+    image = _checked_header(background, "image")
+    if len(layers) > MAX_LAYERS:
+        raise PageError(f"the request holds {len(layers)} painted layers, more than the "
+                        f"{MAX_LAYERS} the page takes: clear the drawing and paint again")
+    for path in layers:
+        layer = read_header(path, "painted layer")
+        if not layer.may_equal(image):
+            raise PageError(f"a painted layer is {layer.width}x{layer.height} but the image "
+                            f"is {image.width}x{image.height}: clear the drawing and paint "
+                            "again")
+    rgb = read_image(background)
+    alpha = read_alpha(background)
+    opaque = np.full(rgb.shape[:2], 255, np.uint8)
+    hole = np.zeros(rgb.shape[:2], bool)
+    for path in layers:
+        with Image.open(path) as im:
+            hole |= hole_from_layers([np.asarray(im.convert("RGBA"))], hole.shape)
+    return np.dstack([rgb, opaque if alpha is None else alpha]), hole
 
 
 # The command line's advice, said as it applies to the API (which has no such flags).
@@ -155,20 +261,54 @@ def _for_api(message: str) -> str:
     return message
 
 
-def _without_upload_dir(message: str) -> str:
-    """A message with Gradio's temporary upload folders cut from file paths."""
+def _without_server_paths(message: str, *folders: str) -> str:
+    """A message with the server's folders (Gradio's uploads, `folders`) cut from file paths:
+    a file is named by its name alone."""
     import re
 
-    return re.sub(r"(/[^\s:'\"]*)?/(gradio|tmp[^/\s]*)/[0-9a-f]{16,}/", "", message)
+    from gradio.utils import get_upload_folder
+
+    roots = {get_upload_folder(), *folders}
+    for root in roots | {os.path.realpath(r) for r in roots}:
+        message = re.sub(re.escape(root.rstrip(os.sep)) + r"/(?:[^/\s'\"]+/)*", "", message)
+    return message
+
+
+# Gradio refuses a request naming a server file that was not uploaded; its message would show
+# the server's absolute path (and it logs a traceback): the client is told this instead.
+SERVER_PATH_REFUSED = ("a file named in the request was not uploaded to this server: upload "
+                       "the files first (gradio_client's handle_file does)")
+
+
+def _page(**settings) -> gr.Blocks:
+    """gr.Blocks whose refusal of a non-uploaded server path is one line in the log and one in
+    the client's message, without the path."""
+    import gradio as gr
+    from gradio.exceptions import InvalidPathError
+
+    class Page(gr.Blocks):  # made here: Gradio is an optional extra
+        async def preprocess_data(self, *args, **kwargs):
+            try:
+                return await super().preprocess_data(*args, **kwargs)
+            except InvalidPathError as err:
+                reason = " ".join(str(err).split())
+                print(f"pconv-jax app: refused a request: {reason}", file=sys.stderr,
+                      flush=True)
+                raise gr.Error(SERVER_PATH_REFUSED, print_exception=False) from None
+
+    return Page(**settings)
 
 
 def build(inpainter: Inpainter, *, out_dir: str | None = None,
           title: str = "pconv-jax inpainting") -> gr.Blocks:
     """The Gradio page and its API for `inpainter`; launch it with `.launch()`. Results are
     written below `out_dir` (a new temporary folder if None; the caller removes it)."""
+    import shutil
+
     import gradio as gr
 
     out_dir = out_dir or tempfile.mkdtemp(prefix="pconv_app_")
+    os.makedirs(out_dir, exist_ok=True)
 
     def save(image: np.ndarray, name: str) -> str:
         from pconv_jax.inpaint import write_image
@@ -180,16 +320,19 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
 
     sizes_seen: set[tuple[int, int]] = set()  # the model compiles once per image size
 
-    def on_inpaint(editor: dict | None):
+    def on_inpaint(value: dict | None):  # the editor's raw value: Gradio decodes nothing
+        folder = tempfile.mkdtemp(dir=out_dir)
         try:
-            image = None if editor is None else editor.get("background")
-            if image is not None and image.ndim == 2:
-                image = np.stack([image] * 3, axis=-1)
-            hole = None if image is None else hole_from_layers(editor.get("layers"),
-                                                               image.shape[:2])
+            background, layers = editor_files(value, editor.blob_storage, folder)
+            image, hole = read_editor(background, layers)
             result = fill(inpainter, image, hole)
         except PageError as err:
             raise gr.Error(str(err), print_exception=False) from None
+        except (InpaintError, ValueError, OSError) as err:
+            raise gr.Error(_without_server_paths(str(err), out_dir),
+                           print_exception=False) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         h, w = image.shape[:2]
         compiled = "" if (h, w) in sizes_seen else ", including compiling for this size"
         sizes_seen.add((h, w))
@@ -198,7 +341,7 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
         return (save(result["model"], "inpainted.png"), save(result["telea"], "telea.png"),
                 status)
 
-    def on_use_result(result: str | None) -> None:
+    def on_use_result(result: dict | None) -> None:  # raw: the file is not read
         if not result:
             raise gr.Error("no result yet: inpaint first", print_exception=False)
 
@@ -210,7 +353,7 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
             raise gr.Error(str(err), print_exception=False) from None
 
     # Gradio's cache of uploads and results: files older than an hour go, checked every 10 min
-    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
+    with _page(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
         gr.Markdown(f"## {title}\n{model_summary(inpainter)}", elem_id="model-info")
         with gr.Row(equal_height=False):
             with gr.Column():  # the input, and what to do with it
@@ -220,6 +363,7 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
                     brush=gr.Brush(default_size="auto", colors=["#ffffff"],
                                    color_mode="fixed"),
                     eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
+                editor.blob_storage = PendingBlobs()
                 with gr.Row():
                     run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
                     use = gr.Button("Use result as input", elem_id="use-result")
@@ -233,12 +377,14 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
                                  format="png", interactive=False, buttons=["download"],
                                  elem_id="telea")
         # page and API share one slot (concurrency_id): one job at a time, the rest queue
+        # preprocess=False: Gradio's editor would decode every layer (and the composite we do
+        # not use) at whatever size it is sent; read_editor checks their headers first
         run.click(on_inpaint, editor, [result, telea, status], api_visibility="private",
-                  concurrency_id="model")
+                  concurrency_id="model", preprocess=False)
         # The result goes into the editor as a user's upload would (Gradio 6's editor hangs
         # when an event sets its value); the server only checks that there is a result.
         use.click(on_use_result, result, None, js=USE_RESULT_JS, api_visibility="private",
-                  queue=False)
+                  queue=False, preprocess=False)
         with gr.Row(visible=False):  # the API's own inputs and output, not shown on the page
             api_image = gr.File(label="image", type="filepath")
             api_mask = gr.File(label="mask (white = hole)", type="filepath")
@@ -250,9 +396,11 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
     return page
 
 
-def _prune(folder: str, max_age_s: float = 600.0) -> None:
-    """Removes the per-request folders below `folder` older than max_age_s (Gradio has long
-    copied their files into its own cache by then)."""
+def _prune(folder: str, max_age_s: float = 3600.0) -> None:
+    """Removes the per-request folders below `folder` older than max_age_s: results stay
+    downloadable for an hour, as long as Gradio keeps uploads (delete_cache). Gradio serves
+    them from there when `folder` lies in its upload folder (the command line's case), from
+    its own copies otherwise."""
     import shutil
 
     now = time.time()
@@ -283,6 +431,16 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be in 1..65535, got {args.port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+    signal.signal(signal.SIGTERM, _stop)  # as Ctrl+C: the server closes, its folder goes
+    try:
+        with private_folder() as root:
+            return _serve(args, root)
+    except KeyboardInterrupt:  # before the server ran (e.g. while the model loaded)
+        return 0
+
+
+def _serve(args: argparse.Namespace, root: str) -> int:
+    """Loads the model and serves the page until Ctrl+C or SIGTERM; files live below root."""
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -297,25 +455,63 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, InpaintError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory(prefix="pconv_app_") as out_dir:
-        page = build(inpainter, out_dir=out_dir)
-        try:
-            page.launch(server_name=args.host, server_port=args.port, theme=theme(),
-                        prevent_thread_lock=True, quiet=True, show_error=True,
-                        max_file_size=MAX_UPLOAD)
-        except OSError as err:
-            print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
-            return 1
-        print(f"pconv-jax app: {browse_url(args.host, args.port)} (run {args.workdir}, step "
-              f"{inpainter.step}; listening on {args.host}); API: endpoint 'inpaint'; "
-              "Ctrl+C stops it", flush=True)
-        try:
-            page.block_thread()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            page.close()
+    page = build(inpainter, out_dir=os.path.join(root, "results"))
+    try:
+        page.launch(server_name=args.host, server_port=args.port, theme=theme(),
+                    prevent_thread_lock=True, quiet=True, show_error=True,
+                    max_file_size=MAX_UPLOAD)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    print(f"pconv-jax app: {browse_url(args.host, args.port)} (run {args.workdir}, step "
+          f"{inpainter.step}; listening on {args.host}); API: endpoint 'inpaint'; "
+          "Ctrl+C stops it", flush=True)
+    print(f"pconv-jax app: uploads and results in {root} (this user only; removed when the "
+          "server stops)", flush=True)
+    try:
+        page.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close()
     return 0
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM handler: stops the server as Ctrl+C does."""
+    raise KeyboardInterrupt
+
+
+# Where Gradio keeps uploads and its cache of results, and cached examples (the app has none;
+# Gradio would otherwise serve a .gradio/cached_examples in the current folder).
+GRADIO_FOLDERS = ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")
+
+
+@contextlib.contextmanager
+def private_folder() -> Iterator[str]:
+    """A new folder (0700) below GRADIO_TEMP_DIR (else the system's temporary folder) that
+    holds everything the server writes: Gradio's uploads and cache, and the results. Files
+    are made 0600 and folders 0700 (umask 077), so other local users read none of it, and the
+    folder is removed when the block ends, however it ends."""
+    import shutil
+
+    umask = os.umask(0o077)
+    saved = {key: os.environ.get(key) for key in GRADIO_FOLDERS}
+    parent = os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="pconv_app_", dir=parent)
+    try:
+        os.environ["GRADIO_TEMP_DIR"] = root
+        os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(root, "examples")
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.umask(umask)
 
 
 # An upload cap well above the largest image the model takes (4096x4096, 16-bit RGBA PNG).

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -194,15 +195,58 @@ def with_alpha(image: np.ndarray, alpha: np.ndarray | None, out_path: str) -> np
     return np.dstack([image, alpha])  # (H,W,4): RGB inpainted, alpha copied
 
 
-def displayed_size(path: str, what: str) -> tuple[int, int]:
-    """(width, height) of an image file as displayed (EXIF rotation), from its header alone."""
+# Pixel modes the readers turn into 8-bit RGB or grey (masks.read_uint8); others are refused
+# from the header, before their pixels are decoded.
+READABLE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX",
+                            "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+class Header(NamedTuple):
+    """An image file's size as its header tells it, without decoding a pixel."""
+
+    width: int
+    height: int
+    oriented: bool  # the size as displayed (EXIF turn known); False: as stored, turn unknown
+
+    @property
+    def pixels(self) -> int:
+        """width * height, whichever way the image is turned."""
+        return self.width * self.height
+
+    def may_equal(self, other: Header) -> bool:
+        """Whether the two images can be displayed at one size: certain when both sizes are
+        oriented, up to a quarter turn otherwise (the decoded pixels then decide)."""
+        if self.oriented and other.oriented:
+            return (self.width, self.height) == (other.width, other.height)
+        return sorted((self.width, self.height)) == sorted((other.width, other.height))
+
+
+def read_header(path, what: str) -> Header:
+    """The size of an image file (a path or a binary file object) from its header alone.
+
+    Raises InpaintError naming the file when it does not open as an image, holds more than one
+    frame (an animation: which one to fill?) or pixels the readers do not take (mode F, LAB,
+    HSV). A PNG's EXIF turn is read only when it precedes the pixels: Pillow would decode the
+    whole image to look for one after them, so such a PNG's size is the stored one.
+    """
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF: a quarter turn
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
+        with warnings.catch_warnings():  # the pixel limit is checked by the caller
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                mode, animated = im.mode, getattr(im, "is_animated", False)
+                oriented = im.format != "PNG" or "exif" in im.info
+                turned = oriented and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+            EOFError) as err:
         raise InpaintError(f"cannot read {what} {path}: {err}") from None
-    return (h, w) if turned else (w, h)
+    if animated:
+        raise InpaintError(f"{what} {path} holds more than one frame (an animation): save the "
+                           "frame to fill as a still PNG")
+    if mode not in READABLE_MODES:
+        raise InpaintError(f"{what} {path} has pixels of mode {mode}, which are not read: save "
+                           "it as an 8- or 16-bit RGB or greyscale PNG")
+    return Header(h, w, True) if turned else Header(w, h, oriented)
 
 
 def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -> None:
@@ -213,14 +257,15 @@ def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -
 
     probed: set[str] = set()
     for image_path, mask_path, out in jobs:
-        w, h = displayed_size(image_path, "image")
-        if w * h > MAX_PIXELS:
-            raise InpaintError(f"image {image_path} of {w}x{h} pixels exceeds the limit of "
-                               f"{MAX_PIXELS} pixels; downscale or tile it")
-        mw, mh = displayed_size(mask_path, "mask")
-        if (mw, mh) != (w, h) and not resize_mask:
-            raise InpaintError(f"mask {mask_path} is {mw}x{mh} but the image {image_path} is "
-                               f"{w}x{h}; pass --resize-mask to resize it (nearest neighbour)")
+        image = read_header(image_path, "image")
+        if image.pixels > MAX_PIXELS:
+            raise InpaintError(f"image {image_path} of {image.width}x{image.height} pixels "
+                               f"exceeds the limit of {MAX_PIXELS} pixels; downscale or tile it")
+        mask = read_header(mask_path, "mask")
+        if not resize_mask and not mask.may_equal(image):
+            raise InpaintError(f"mask {mask_path} is {mask.width}x{mask.height} but the image "
+                               f"{image_path} is {image.width}x{image.height}; pass "
+                               "--resize-mask to resize it (nearest neighbour)")
         folder = os.path.dirname(os.path.abspath(out))
         while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
             folder = os.path.dirname(folder)  # the nearest folder that exists
