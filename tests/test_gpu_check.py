@@ -11,7 +11,7 @@ import sys
 import zipfile
 
 import pytest
-from benchmarks.gpu_check import bundle
+from benchmarks.gpu_check import bundle, check
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_SH = os.path.join(REPO, "benchmarks", "gpu_check", "run.sh")
@@ -106,6 +106,17 @@ def test_size_check_fails_over_64_mib():
     assert "<= 64 MiB" in bundle.check_size(40 * 2**20, 20 * 2**20)
     with pytest.raises(bundle.BundleError, match="over the 64 MiB"):
         bundle.check_size(40 * 2**20, 25 * 2**20)
+
+
+def test_largest_batch_candidates_fit_the_device_by_the_batch_6_program():
+    """Arguments (parameters, optimizer state) fixed, the rest linear in the batch: with 1 GiB
+    fixed and 2 GiB per image, 85 % of 100 GiB holds 42 images, so 32, 24, 16 are tried."""
+    gib = 2**30
+    row6 = {"batch": 6, "xla_bytes": {"argument": gib, "total": gib + 6 * 2 * gib}}
+    assert check.pick_batches(row6, 100 * gib, cap=128) == [32, 24, 16]
+    assert check.pick_batches(row6, 100 * gib, cap=20) == [16, 12]
+    assert check.pick_batches(row6, 10 * gib, cap=128) == []  # not even 12 fits
+    assert check.pick_batches({"batch": 6, "xla_bytes": {}}, None, cap=64) == [64]  # unknown
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ network's images/s at the same batch and precision.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import os
@@ -121,8 +120,9 @@ def cost_flops(analysis) -> float:
 def step_flops(lowered, compiled) -> dict:
     """FLOPs of one call: XLA's cost analysis of the compiled program (used for MFU), of the
     lowered one, and convolutions + dots counted from the StableHLO by operand dtype. Where
-    the compiled count is under half the conv + dot count (a backend that counts library
-    calls as 0), MFU uses the lowered program's count, and `flops_source` says so."""
+    the compiled count is under 90 % of the conv + dot count and the lowered count is higher
+    (XLA's GPU backend has counted cuBLAS calls as ~0: jax-ml/jax#22249), MFU uses the
+    lowered program's count, and `flops_source` says so."""
     from benchmarks.bench import flops_by_dtype
 
     compiled_flops = cost_flops(compiled.cost_analysis())
@@ -132,7 +132,7 @@ def step_flops(lowered, compiled) -> dict:
         lowered_flops = 0.0
     by_dtype = flops_by_dtype(lowered.as_text())
     conv_dot = sum(by_dtype.values())
-    use_lowered = compiled_flops < 0.5 * conv_dot and lowered_flops > compiled_flops
+    use_lowered = compiled_flops < 0.9 * conv_dot and lowered_flops > 1.05 * compiled_flops
     return {"flops_xla_compiled": compiled_flops, "flops_xla_lowered": lowered_flops,
             "flops_conv_dot_by_dtype": by_dtype,
             "flops": lowered_flops if use_lowered else compiled_flops,
@@ -282,9 +282,10 @@ def tests_step(args) -> dict:
         os.remove(xml)
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
            "--durations=15", f"--junitxml={xml}", *TEST_FILES]
-    if args.tiny:
-        cmd += ["-k", TINY_TESTS]
-    elif importlib.util.find_spec("xdist") is not None:
+    selection = args.tests_k or (TINY_TESTS if args.tiny else None)
+    if selection:
+        cmd += ["-k", selection]
+    if not args.tiny and importlib.util.find_spec("xdist") is not None:
         cmd += ["-n", "6"]  # compiling is host work: 6 processes share the one device
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # pytest's CLI children too
     start = time.monotonic()
@@ -446,6 +447,9 @@ def step_step(args) -> dict:
         candidates = [4] if args.dtype == "bfloat16" else []
     else:
         candidates = pick_batches(row6, limit, args.max_batch)
+        if not candidates:
+            record["errors"].append(f"{args.dtype}: no batch above {base} fits 85 % of the "
+                                    "device by the batch-6 program's buffers")
     for batch in candidates:
         if clock.left() < (10 if args.tiny else 1.3 * row6["compile_s"] + 8):
             record["errors"].append(f"{args.dtype}: no time left for a larger batch")
@@ -549,22 +553,23 @@ def _workers() -> int:
 
 
 def forward_step(args) -> dict:
-    """Eval-mode forward of UNetConfig.paper() at batch 1 and 16, bf16 then float32; then the
+    """Eval-mode forward of the paper's network at batch 1 and 16, bf16 then float32; then the
     export CLI's files from the CLI step's run (when pconv_jax.export exists)."""
     import jax
     import numpy as np
     from flax import nnx
 
+    from pconv_jax import train
     from pconv_jax.masks import irregular_mask
-    from pconv_jax.model import PConvUNet, UNetConfig
+    from pconv_jax.model import PConvUNet
 
     clock = Clock(args.budget)
     record = {"rows": [], "errors": []}
-    base = UNetConfig.tiny(depth=3, width=4, image_size=32) if args.tiny else UNetConfig.paper()
-    size = base.image_size
     rng = np.random.default_rng(0)
     for dtype in ("bfloat16", "float32"):
-        model = PConvUNet(dataclasses.replace(base, dtype=dtype), rngs=nnx.Rngs(0))
+        model_cfg = train.unet_config(paper_config(dtype, 1, args.tiny))  # as a run restores it
+        size = model_cfg.image_size
+        model = PConvUNet(model_cfg, rngs=nnx.Rngs(0))
         model.eval()
         graphdef, state = nnx.split(model)
         forward = jax.jit(lambda state, x, m, g=graphdef: nnx.merge(g, state)(x, m)[0])
@@ -723,6 +728,11 @@ def summary_step(args) -> dict:
                       verdict(ratio, TARGETS["torch_ratio"], True, tiny)))
     if torch_rec.get("status") == "skipped" or not torch_rec:
         table.append(("PyTorch", torch_rec.get("line", "no result"), ">= 1.5x", "-"))
+    for problem in env.get("version_problems", []):
+        table.append(("note: env", f"outside pyproject's range: {problem}", "", ""))
+    for name, rec in (("step", step), ("forward", forward), ("torch", torch_rec)):
+        for error in rec.get("errors", []):
+            table.append((f"note: {name}", error[:120], "", ""))
     for name, s in steps.items():
         if s["status"] not in ("ok", "skipped"):
             table.append((f"step {name}", f"{s['status']} after {s['seconds']:.0f} s", "", ""))
@@ -753,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append", action="store_true", help="step: add to step.json")
     parser.add_argument("--max-batch", type=int, default=128, help="step: largest batch tried")
     parser.add_argument("--bundle", default="", help="env: the bundle folder")
+    parser.add_argument("--tests-k", default=None, help="tests: a pytest -k selection")
     args = parser.parse_args(argv)
     args.work = args.work or args.out
     os.makedirs(args.out, exist_ok=True)

@@ -74,7 +74,7 @@ except Exception: print("")' "$OUT/$json.json" 2>/dev/null)
   [ "$status" = ok ] || [ "$status" = skipped ]
 }
 
-say "pconv-jax GPU check ${TINY:+(tiny dry run) }$(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname); OUT=$OUT"
+say "pconv-jax GPU check ${TINY:+(tiny dry run) }$(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n); OUT=$OUT"
 
 # --- The bundle: the wheels this host lacks, into a private site folder ----------------------
 install_bundle() {

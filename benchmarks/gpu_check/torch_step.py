@@ -9,7 +9,7 @@ channels_last, cudnn.benchmark), the paper's six loss terms with the paper's wei
 random-weight VGG-16 (pool1..3; run once on [I_out; I_comp] with gradients and once on I_gt
 without), backward, and Adam (lr 2e-4; fused on CUDA): the work of our step, the loss's
 formulas as in pconv_jax.losses. Each batch (6, and our bf16 step's largest batch from
-DIR/step.json) runs eager, then under torch.compile where it compiles in the time left.
+DIR/step.json) runs eager, then each under torch.compile where it compiles in the time left.
 Writes DIR/torch.json. Imports only torch and the standard library, so any interpreter with
 torch runs it (PCONV_TORCH_PYTHON).
 """
@@ -219,16 +219,18 @@ def run(args, record: dict) -> None:
     largest = None if args.tiny else our_largest_batch(args.out)
     if largest and largest not in batches:
         batches.append(largest)
-    modes = [False] if args.tiny else [False, True]  # eager, then torch.compile
-    if args.tiny:
-        record["errors"].append("torch.compile not tried in the tiny dry run (minutes on a CPU)")
+    use_compile = args.compile == "on" or (args.compile == "auto" and not args.tiny)
+    modes = [False, True] if use_compile else [False]  # eager, then torch.compile
+    if not use_compile:
+        record["errors"].append("torch.compile not tried (the tiny dry run: minutes on a CPU)"
+                                if args.tiny else "torch.compile not tried (--compile off)")
     seconds = 0.3 if args.tiny else 2.0
-    for batch in batches:
-        for compile_it in modes:
+    for compile_it in modes:  # every eager row first: compiling may not finish in time
+        for batch in batches:
             if compile_it and any(e.startswith("compile failed") for e in record["errors"]):
                 continue
             left = end - time.monotonic()
-            if left < (60 if compile_it else 15) and not args.tiny:
+            if left < (60 if compile_it else 15):
                 record["errors"].append(f"batch {batch} {'compiled' if compile_it else 'eager'}"
                                         f": no time left ({left:.0f} s)")
                 continue
@@ -260,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--budget", type=float, default=75.0)
     parser.add_argument("--tiny", action="store_true", help="CPU dry run: 32 px, layer_size 4")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="torch.compile rows (auto: not in --tiny)")
     parser.add_argument("--net", default=os.environ.get(
         "GPU_CHECK_TORCH_NET", "benchmarks.torch_pconv:PConvUNetTorch"))
     args = parser.parse_args(argv)
