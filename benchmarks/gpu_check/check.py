@@ -740,7 +740,6 @@ def summary_step(args) -> dict:
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
              for row in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    print("\n".join(lines))
     failed = [n for n, s in steps.items() if s["status"] not in ("ok", "skipped")]
     return {"steps": steps, "total_s": total, "table": lines, "targets": TARGETS, "tiny": tiny,
             "torch_ratios": ratios, "status": "failed" if failed else "ok",
@@ -777,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         record.update(status="failed", line=f"{type(err).__name__}: {str(err)[:300]}")
     write(args.out, out_name, record)
     print(record.get("line", ""), flush=True)
+    if args.name == "summary":  # the table last
+        print("\n".join(record.get("table", [])), flush=True)
     return 0 if record.get("status") in ("ok", "skipped") else 1
 
 

@@ -127,8 +127,7 @@ else
 fi
 
 # --- The table -----------------------------------------------------------------------------------
+say "results: $OUT (log.txt; env, tests, step, cli, forward, torch, summary .json)"
 echo | tee -a "$LOG"
 "${CHECK[@]}" summary "${COMMON[@]}" 2>>"$LOG" | tee -a "$LOG"
-rc=${PIPESTATUS[0]}
-say "results: $OUT (log.txt, env tests step cli forward torch summary .json)"
-exit "$rc"
+exit "${PIPESTATUS[0]}"
