@@ -10,8 +10,11 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 from benchmarks.gpu_check import bundle, check
+
+from tests import reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_SH = os.path.join(REPO, "benchmarks", "gpu_check", "run.sh")
@@ -228,3 +231,52 @@ def test_torch_step_with_a_torch_interpreter(tmp_path):
     assert proc.returncode == 0
     record = json.loads((tmp_path / "torch.json").read_text())
     assert record["status"] == "skipped" and "no_such_module" in record["line"]
+
+
+# Run in PCONV_TORCH_PYTHON: the PyTorch step's loss on fixed inputs, with the VGG features of
+# I_out, I_comp and I_gt it used, saved for the NumPy reference.
+TORCH_LOSS_SCRIPT = """
+import sys
+import numpy as np
+import torch
+from benchmarks.gpu_check.torch_step import VGG16Pools, loss_terms
+
+torch.manual_seed(0)
+out, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+mask = (torch.rand(2, 1, 16, 16) > 0.4).float().expand(2, 3, 16, 16)
+vgg = VGG16Pools().eval()
+with torch.no_grad():
+    terms = loss_terms(out, gt, mask, vgg)
+    comp = mask * gt + (1 - mask) * out
+    feats = {name: [p.permute(0, 2, 3, 1).numpy() for p in vgg(x)]
+             for name, x in (("out", out), ("comp", comp), ("gt", gt))}
+nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
+np.savez(sys.argv[1], out=nhwc(out), gt=nhwc(gt), mask=nhwc(mask[:, :1]),
+         **{f"term_{k}": float(v) for k, v in terms.items()},
+         **{f"{name}_{i}": f for name, fs in feats.items() for i, f in enumerate(fs)})
+"""
+
+
+def test_torch_step_loss_is_the_papers_six_terms(tmp_path):
+    """The PyTorch step trains on the same loss as ours: its six terms against the NumPy
+    reference's formulas (tests/reference.py) on the same images and VGG features."""
+    python = os.environ.get("PCONV_TORCH_PYTHON")
+    if not python:
+        pytest.skip("PCONV_TORCH_PYTHON is not set (an interpreter with torch, e.g. "
+                    ".venv-torch from make): the PyTorch step's loss cannot be computed here")
+    path = tmp_path / "torch_loss.npz"
+    proc = subprocess.run([python, "-c", TORCH_LOSS_SCRIPT, str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = np.load(path)
+    images = {"out": saved["out"], "comp": None, "gt": saved["gt"]}
+    m = saved["mask"]
+    images["comp"] = m * saved["gt"] + (1 - m) * saved["out"]
+
+    def features(x):  # the torch VGG's features of whichever of the three images x is
+        name = next(n for n, im in images.items() if np.allclose(im, x, atol=1e-6))
+        return [saved[f"{name}_{i}"].astype(np.float64) for i in range(3)]
+
+    expected = reference.loss_terms(saved["out"], saved["gt"], m, features)
+    for term, value in expected.items():
+        assert float(saved[f"term_{term}"]) == pytest.approx(value, rel=1e-4, abs=1e-7), term
