@@ -574,7 +574,7 @@ def forward_step(args) -> dict:
         graphdef, state = nnx.split(model)
         forward = jax.jit(lambda state, x, m, g=graphdef: nnx.merge(g, state)(x, m)[0])
         for batch in (1, 16):
-            if clock.left() < (5 if args.tiny else 25):
+            if clock.left() < (5 if args.tiny else 12):
                 record["errors"].append(f"{dtype} batch {batch}: no time left")
                 continue
             image = jax.device_put(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
@@ -609,6 +609,8 @@ def export_files(args, clock: Clock) -> dict:
     workdir = read(args.out, "cli").get("workdir")
     if not workdir or not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return {"status": "skipped", "line": "skipped: the CLI step left no checkpoint"}
+    if clock.left() < 20:
+        return {"status": "skipped", "line": f"skipped: {clock.left():.0f} s left of the step"}
     result = {"files": {}}
     for suffix in ("stablehlo", "onnx"):
         path = os.path.join(args.work, f"model.{suffix}")

@@ -109,12 +109,12 @@ L=$(limit 90); run_step step-bf16 "$L" step "${CHECK[@]}" step "${COMMON[@]}" \
 L=$(limit 55); run_step step-f32 "$L" step "${CHECK[@]}" step "${COMMON[@]}" \
   --dtype float32 --append --budget $((L - 5))
 L=$(limit 70); run_step cli "$L" cli "${CHECK[@]}" cli "${COMMON[@]}" --budget $((L - 5))
-L=$(limit 40); run_step forward "$L" forward "${CHECK[@]}" forward "${COMMON[@]}" \
+L=$(limit 45); run_step forward "$L" forward "${CHECK[@]}" forward "${COMMON[@]}" \
   --budget $((L - 5))
 
 TORCH_PYTHON="${PCONV_TORCH_PYTHON:-}"
 [ -z "$TORCH_PYTHON" ] && [ -z "$TINY" ] && TORCH_PYTHON="$PYTHON"
-L=$(limit 80)
+L=$(limit 75)
 if [ -n "$TORCH_PYTHON" ]; then
   run_step torch "$L" torch "$TORCH_PYTHON" -m benchmarks.gpu_check.torch_step --out "$OUT" \
     --budget $((L - 5)) $TINY

@@ -230,7 +230,7 @@ def run(args, record: dict) -> None:
             if compile_it and any(e.startswith("compile failed") for e in record["errors"]):
                 continue
             left = end - time.monotonic()
-            if left < (60 if compile_it else 15):
+            if left < (40 if compile_it else 15):
                 record["errors"].append(f"batch {batch} {'compiled' if compile_it else 'eager'}"
                                         f": no time left ({left:.0f} s)")
                 continue
