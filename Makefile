@@ -87,3 +87,11 @@ ablation: install
 
 clean:
 	rm -rf $(VENV) $(DEMO_WORKDIR) .pytest_cache .ruff_cache
+
+# The offline GPU check (README, "The offline GPU check"): the wheels a GPU host without network
+# lacks, at constraints.txt's versions, into .gpu-bundle/ (fails over 64 MiB with the source
+# tree); GPU_BUNDLE_ARGS="--dry-run" only resolves them, "--tar FILE" also writes tree + bundle.
+# On the host: benchmarks/gpu_check/run.sh (tests and measures in <= 8 min).
+.PHONY: gpu-bundle
+gpu-bundle: install
+	$(VPY) -m benchmarks.gpu_check.bundle --dest .gpu-bundle $(GPU_BUNDLE_ARGS)

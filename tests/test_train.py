@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from flax import nnx
 
 from pconv_jax import checkpoint as ckpt
@@ -107,6 +106,8 @@ def test_phase_two_freezes_encoder_batchnorm(tmp_path):
 @pytest.mark.slow
 def test_tfds_source_trains_under_mock_data(tmp_path):
     """data.source = tfds:NAME/SPLIT reads through tfds.data_source (mocked: no files)."""
+    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not "
+                               "installed (an offline GPU host): no TFDS source to mock")
     config = tiny_config(steps=1)
     config.data.source = "tfds:places365_small/train"
     with tfds.testing.mock_data(num_examples=8):
@@ -116,10 +117,22 @@ def test_tfds_source_trains_under_mock_data(tmp_path):
 
 def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path):
     """A TFDS dataset that is not prepared: an error that says how to prepare it."""
+    pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed "
+                        "(an offline GPU host): the next test covers that case")
     config = tiny_config(steps=1)
     config.data.source = "tfds:places365_small/train"
     config.data.tfds_data_dir = str(tmp_path / "empty")
     with pytest.raises(train.TrainingError, match="tfds build places365_small"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_tfds_source_without_tensorflow_datasets_is_one_line(tmp_path, monkeypatch):
+    """Where tensorflow-datasets is not installed (it is only needed for tfds: sources), such
+    a source is a TrainingError saying so, not an ImportError traceback."""
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import now fails
+    config = tiny_config(steps=1)
+    config.data.source = "tfds:places365_small/train"
+    with pytest.raises(train.TrainingError, match="needs tensorflow-datasets.*image folder"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
 
 

@@ -173,7 +173,12 @@ class TfdsImages(Sequence):
     """The 'image' feature of a prepared TFDS dataset, read through `tfds.data_source`."""
 
     def __init__(self, name: str, split: str, data_dir: str | None = None):
-        import tensorflow_datasets as tfds
+        try:  # only tfds: sources need it (hosts without it run every other source)
+            import tensorflow_datasets as tfds
+        except ImportError:
+            raise ValueError(f"the source tfds:{name}/{split} needs tensorflow-datasets, which "
+                             "is not installed here (pip install tensorflow-datasets); use an "
+                             "image folder instead") from None
 
         try:
             # download=False: never start a download or a preparation on a training host

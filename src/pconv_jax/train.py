@@ -292,6 +292,14 @@ def make_train_step(graphdef, vgg_graphdef, weights: losses.LossWeights,
     return train_step
 
 
+def jit_train_step(train_step, mesh: jax.sharding.Mesh):
+    """`train_step` jitted as the loop runs it over `mesh`: image and mask sharded on 'data',
+    everything else replicated, the state and the metrics record donated."""
+    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(train_step, in_shardings=(replicated, replicated, replicated, batch, batch),
+                   out_shardings=(replicated, replicated), donate_argnums=(0, 2))
+
+
 def make_predict(graphdef):
     """Eval-mode forward for sample grids: (state, image uint8, mask uint8) -> output [0,1]."""
 
@@ -607,10 +615,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
             model.freeze_encoder_batchnorm(phase_two)
             graphdef, _ = nnx.split((model, optimizer))
             step_fns[phase_two] = (
-                jax.jit(make_train_step(graphdef, vgg_graphdef, weights, log_zero_terms),
-                        in_shardings=(replicated, replicated, replicated, batch_sharding,
-                                      batch_sharding),
-                        out_shardings=(replicated, replicated), donate_argnums=(0, 2)),
+                jit_train_step(make_train_step(graphdef, vgg_graphdef, weights, log_zero_terms),
+                               mesh),
                 jax.jit(make_predict(graphdef)),
             )
         return step_fns[phase_two]
