@@ -11,8 +11,8 @@ colour photos (chelsea, coffee) are held out: every 500 steps the run scores 24 
 held-out image-mask pairs (`eval_psnr`, `eval_l1`) next to OpenCV's Telea fill of the same
 pairs (`eval_psnr_telea`, 24.3 dB) in metrics.jsonl; expect ~23.9 dB at the end, 0.3-0.4 dB
 short of Telea. Without the colour jitter the grey majority teaches grey fills (see
-experiments/README.md, "Small holes and colour"). Without a VGG-16 file (--config.vgg.weights=FILE) the perceptual and style
-terms are off (vgg.fallback='off'): on random VGG features they mean nothing. STEPS was picked
+experiments/README.md, "Small holes and colour"). Without a VGG-16 file
+(--config.vgg.weights=FILE) the perceptual and style terms are off (vgg.fallback='off'): on random VGG features they mean nothing. STEPS was picked
 from the held-out curve in experiments/README.md.
 """
 
