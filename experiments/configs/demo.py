@@ -5,15 +5,15 @@
 
 96x96 random crops (at 1-3x the scale that fits the photo to 96 px, each through a random
 colour map: data.colour_jitter=0.5) of twelve photos bundled with scikit-image (four colour,
-eight greyscale textures and scenes), irregular masks, a
-depth-5 UNet with widths 16..128, batch 4, 6,000 steps: about 3 minutes on 2 CPU cores. Two
-colour photos (chelsea, coffee) are held out: every 500 steps the run scores 24 fixed
-held-out image-mask pairs (`eval_psnr`, `eval_l1`) next to OpenCV's Telea fill of the same
-pairs (`eval_psnr_telea`, 24.3 dB) in metrics.jsonl; expect ~23.9 dB at the end, 0.3-0.4 dB
-short of Telea. Without the colour jitter the grey majority teaches grey fills (see
-experiments/README.md, "Small holes and colour"). Without a VGG-16 file
-(--config.vgg.weights=FILE) the perceptual and style terms are off (vgg.fallback='off'): on random VGG features they mean nothing. STEPS was picked
-from the held-out curve in experiments/README.md.
+eight greyscale textures and scenes), irregular masks, a depth-5 UNet with widths 16..128,
+batch 4, 6,000 steps: about 3 minutes on 2 CPU cores. Two colour photos (chelsea, coffee) are
+held out: every 500 steps the run scores 24 fixed held-out image-mask pairs (`eval_psnr`,
+`eval_l1`) next to OpenCV's Telea fill of the same pairs (`eval_psnr_telea`, 24.3 dB) in
+metrics.jsonl; expect ~23.9 dB at the end, 0.3-0.4 dB short of Telea. Without the colour
+jitter the grey majority teaches grey fills (experiments/README.md, "Small holes and colour").
+Without a VGG-16 file (--config.vgg.weights=FILE) the perceptual and style terms are off
+(vgg.fallback='off'): on random VGG features they mean nothing. STEPS was picked from the
+held-out curve in experiments/README.md.
 """
 
 from pconv_jax.model import UNetConfig
