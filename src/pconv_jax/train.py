@@ -544,8 +544,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     # --- Restore -------------------------------------------------------------------------------
     checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
     state = jax.device_put(nnx.state((model, optimizer)), replicated)
+    # the settings that decide what the variables are and mean (init_from and resuming check
+    # them; older checkpoints lacking normalization or first_bias pass as the defaults)
     shape_keys = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
-                  "decoder_kernel")
+                  "decoder_kernel", "normalization", "first_bias")
     model_meta = {f"model.{k}": json.loads(json.dumps(getattr(model_cfg, k))) for k in shape_keys}
     restored = checkpointer.restore(ckpt.abstract(state), check_meta=model_meta,
                                     delete_unreadable=True)
