@@ -2,7 +2,9 @@
 training step, the input pipeline and the training loop.
 
     .venv/bin/python -m benchmarks.bench [--quick] [--out benchmarks/results/NAME.json]
-    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint, blocks,
+    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint (512 px;
+                                                           # 256 px: paper_256, naoto0804
+                                                           # converted), blocks,
                                                            # metrics (FID, LPIPS, evaluate),
                                                            # dtype (float32 vs bfloat16 step)
 
@@ -444,7 +446,7 @@ def bench_loop(images: str, masks_dir: str, workdir: str, steps: int = 120,
             "bare_step_images_per_s": bare["images_per_s"], "ratio": cli / bare["images_per_s"]}
 
 
-def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
+def bench_inpainter(config: UNetConfig, batch: int, repeats: int, label: str = "") -> dict:
     """Inpainter on uint8 images (NumPy in/out, padding, compositing) and evaluation pairs/s."""
 
     from pconv_jax import evaluate
@@ -462,9 +464,18 @@ def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
     start = time.perf_counter()
     evaluate.evaluate(inpainter, photos, entries, batch_size=batch, progress=False)
     eval_seconds = time.perf_counter() - start
-    return {"net": f"Inpainter depth {config.depth} @ {size}px", "batch": batch,
+    return {"net": f"Inpainter{label} depth {config.depth} @ {size}px", "batch": batch,
             "seconds_per_batch": seconds, "images_per_s": batch / seconds,
             "eval_pairs_per_s": len(entries) / eval_seconds}
+
+
+def naoto0804_config() -> UNetConfig:
+    """The network `python -m pconv_jax.convert naoto0804` makes of the released 1000000.pth
+    (layer_size 7 at 256 px: ImageNet normalisation inside, a bias-free PConv1)."""
+    from pconv_jax.convert import NaotoLayout
+
+    layout = NaotoLayout(7, 3, (64, 128, 256, 512, 512, 512, 512), (7, 5, 5, 3, 3, 3, 3), 3)
+    return UNetConfig.from_settings(layout.model_settings(), image_size=256)
 
 
 def bench_metrics(repeats: int, pairs: int = 1000, size: int = 256) -> dict:
@@ -595,7 +606,12 @@ def main() -> None:
 
     inpaint_rows = []
     if args.only in (None, "inpaint"):
-        inpaint_rows = [bench_inpainter(UNetConfig.paper(), batch=4, repeats=3)]
+        inpaint_rows = [bench_inpainter(UNetConfig.paper(), batch=4, repeats=3),
+                        # the converted Places2 model beside the paper's net at its size
+                        bench_inpainter(UNetConfig.paper_256(), batch=4, repeats=repeats,
+                                        label=" (paper_256)"),
+                        bench_inpainter(naoto0804_config(), batch=4, repeats=repeats,
+                                        label=" (naoto0804 converted)")]
         print("\n| inference | batch | s/batch | images/s | evaluation pairs/s (model + 3 "
               "baselines + metrics) |")
         print("|---|---|---|---|---|")

@@ -104,7 +104,7 @@ def read_naoto0804(path: str) -> tuple[dict[str, np.ndarray], dict]:
     hint = ("install torch (`pip install torch`), or save its state dict as .safetensors or "
             ".npz on a machine that has it (pconv_jax.convert.save_npz does)")
     try:
-        state = read_tensors(path, "naoto0804 checkpoint", torch_hint=hint,
+        state = read_tensors(path, "naoto0804", torch_hint=hint,
                              containers=("model", "state_dict"), info=info)
     except WeightFileError as err:
         raise ConvertError(str(err)) from None
