@@ -343,3 +343,21 @@ def test_torch_checkpoint_inpaints_as_the_torch_network(torch_files, tmp_path):
         hole = valid == 0
         np.testing.assert_allclose(result[hole], np.clip(theirs, 0, 1)[hole], rtol=0, atol=1e-4)
         np.testing.assert_array_equal(result[~hole], image[~hole])
+
+
+@pytest.mark.parametrize("suffix,message", [
+    ("", "name the run to start from"), (":/nonexistent/run", "is not a run folder")])
+def test_finetune_config_without_a_run_is_one_line(tmp_path, capsys, monkeypatch, suffix,
+                                                   message):
+    """finetune.py without a run (or with a folder that is none): one line, no traceback."""
+    from pconv_jax import train
+
+    argv = ["train", "--config", f"experiments/configs/finetune.py{suffix}",
+            "--workdir", str(tmp_path / "ft")]
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", argv)  # ml_collections reads its flags there
+    with pytest.raises(SystemExit) as exited:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err.splitlines()[0], err
+    assert "Traceback" not in err and not (tmp_path / "ft").exists()

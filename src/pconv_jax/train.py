@@ -804,6 +804,9 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
             for junk, plain in (("\\n", "; "), ("\n", "; "), ("\\'", ""), ("'", "")):
                 text = text.replace(junk, plain)
             return f"unknown config key {text} (overrides given: {overrides})"
+        if "Traceback" in str(err):  # an error raised by the config file: its last line
+            last = str(err).strip().splitlines()[-1]
+            return f"config file {config_path}: {last}"
         return str(err)
     except Exception as err:  # noqa: BLE001 - the config file is user code: any error is theirs
         return f"cannot load config file {config_path}: {type(err).__name__}: {err}"

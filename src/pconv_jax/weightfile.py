@@ -65,10 +65,19 @@ def read_tensors(path: str | os.PathLike, what: str, *, torch_hint: str,
                                  if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
                 state = state[key]
                 break
-        return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+        return {k: _to_numpy(v) for k, v in state.items() if hasattr(v, "detach")}
     raise WeightFileError(
         f"unsupported {what} weight file {path!r}: expected one of "
         f"{', '.join(SUPPORTED_SUFFIXES)}")
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    """A torch tensor as a NumPy array; dtypes NumPy lacks (bfloat16) become float32."""
+    tensor = tensor.detach().cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:
+        return tensor.float().numpy()
 
 
 def _is_array_entry(data, key: str) -> bool:
