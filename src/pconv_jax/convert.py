@@ -7,7 +7,7 @@ release v0.0.0 file `1000000.pth`: Places2 at 256 px, layer_size 7). CHECKPOINT 
 (a whole training checkpoint with 'model', or a bare state dict; legacy and zip formats; needs
 torch), or the same state dict as `.safetensors` or `.npz` (no torch needed). Depth and widths
 come from the tensors' shapes. DIR becomes a run folder (config.json, an Orbax checkpoint,
-converted.json) that `Inpainter.from_workdir`, inpaint, evaluate, app, export and
+converted.json) that `Inpainter.from_workdir`, inpaint, evaluate, app and
 `--config.train.init_from` open like any trained run.
 
 What that network computes and how it maps onto ours, exactly:
