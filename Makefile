@@ -29,7 +29,7 @@ ACCEL_PKGS_cuda13 := jax-cuda13-plugin jax-cuda13-pjrt
 ACCEL_PKGS_tpu := libtpu
 OTHER_ACCELS := $(if $(ACCEL),$(filter-out $(ACCEL),$(ACCELS)))
 
-.PHONY: install test browser app lint bench demo ablation clean
+.PHONY: install test browser torch-venv app lint bench demo ablation clean
 
 install: $(STAMP)
 
@@ -43,8 +43,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(if $(ACCEL),@rm -f $(foreach a,$(OTHER_ACCELS),$(VENV)/.installed-$(a)))
 	@touch $(STAMP)$(if $(ACCEL), $(VENV)/.installed)
 
-test: install browser
-	$(VPY) -m pytest $(PYTEST_ARGS)
+test: install browser torch-venv
+	PCONV_TORCH_PYTHON=$(if $(wildcard $(TORCH_STAMP)),$(abspath $(TORCH_VENV))/bin/python) \
+		$(VPY) -m pytest $(PYTEST_ARGS)
+
+# A torch-only interpreter for the tests against PyTorch networks (tests/test_convert.py:
+# naoto0804's network, its own torch.save files in both formats), never imported by the
+# package. CPU torch 2.13.0 (a local wheel where there is one; elsewhere pass e.g.
+# TORCH_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"). When it cannot be
+# installed, those tests are skipped and say why.
+TORCH_VENV := .venv-torch
+TORCH_STAMP := $(TORCH_VENV)/.installed
+TORCH_PY ?= $(firstword $(shell command -v python3.11 2>/dev/null) python3)
+TORCH_PIP_ARGS ?=
+torch-venv:
+	@test -f $(TORCH_STAMP) || { \
+	  { test -x $(TORCH_VENV)/bin/python || $(TORCH_PY) -m venv $(TORCH_VENV); } && \
+	  $(TORCH_VENV)/bin/pip install -q --disable-pip-version-check "torch==2.13.0+cpu" numpy \
+	    safetensors $(TORCH_PIP_ARGS) && touch $(TORCH_STAMP) || \
+	  echo "warning: CPU torch could not be installed in $(TORCH_VENV); the tests against PyTorch will be skipped"; }
 
 # The app's browser test drives Debian's chromium through Playwright (no browser download).
 # Installed with apt-get where it is missing and we are root; otherwise that test is skipped
@@ -86,7 +103,7 @@ ablation: install
 	@echo "executed notebook: $(ABLATION_DIR)/notebook.ipynb; results: $(ABLATION_DIR)/"
 
 clean:
-	rm -rf $(VENV) $(DEMO_WORKDIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TORCH_VENV) $(DEMO_WORKDIR) .pytest_cache .ruff_cache
 
 # The offline GPU check (README, "The offline GPU check"): the wheels a GPU host without network
 # lacks, at constraints.txt's versions, into .gpu-bundle/ (fails over 64 MiB with the source

@@ -2,7 +2,9 @@
 training step, the input pipeline and the training loop.
 
     .venv/bin/python -m benchmarks.bench [--quick] [--out benchmarks/results/NAME.json]
-    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint, blocks,
+    .venv/bin/python -m benchmarks.bench --only pipeline   # or loop, train, inpaint (512 px;
+                                                           # 256 px: paper_256, naoto0804
+                                                           # converted), blocks,
                                                            # metrics (FID, LPIPS, evaluate),
                                                            # dtype (float32 vs bfloat16 step)
 
@@ -467,6 +469,40 @@ def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
             "eval_pairs_per_s": len(entries) / eval_seconds}
 
 
+def bench_inpainters_alternating(models: dict[str, UNetConfig], batch: int, repeats: int,
+                                 rounds: int = 3) -> list[dict]:
+    """Inpainter s/batch (uint8 in/out) of several models at their nominal size, measured in
+    turn round after round, so that a slow phase of a shared machine hits all of them; each
+    model's figure is the median over rounds of its per-round median."""
+    from pconv_jax.inpaint import Inpainter
+    from pconv_jax.masks import irregular_mask
+
+    rng = np.random.default_rng(0)
+    cases = {}
+    for name, config in models.items():
+        size = config.image_size
+        images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+        masks = np.stack([irregular_mask(size, rng, 0.3) for _ in range(batch)])
+        cases[name] = (Inpainter(PConvUNet(config, rngs=nnx.Rngs(0))), images, masks)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, (inpainter, images, masks) in cases.items():
+            times[name].append(median_seconds(inpainter, images, masks, repeats=repeats))
+    return [{"net": f"Inpainter, {name}, depth {models[name].depth} @ "
+                    f"{models[name].image_size}px", "batch": batch,
+             "seconds_per_batch": statistics.median(t), "images_per_s": batch /
+             statistics.median(t), "rounds": t} for name, t in times.items()]
+
+
+def naoto0804_config() -> UNetConfig:
+    """The network `python -m pconv_jax.convert naoto0804` makes of the released 1000000.pth
+    (layer_size 7 at 256 px: ImageNet normalisation inside, a bias-free PConv1)."""
+    from pconv_jax.convert import NaotoLayout
+
+    layout = NaotoLayout(7, 3, (64, 128, 256, 512, 512, 512, 512), (7, 5, 5, 3, 3, 3, 3), 3)
+    return UNetConfig.from_settings(layout.model_settings(), image_size=256)
+
+
 def bench_metrics(repeats: int, pairs: int = 1000, size: int = 256) -> dict:
     """FID-Inception features/s at 299 px, LPIPS pairs/s at 256 px (random weights in the
     reference layouts: speed does not depend on the values), and a whole `evaluate` with both
@@ -596,12 +632,17 @@ def main() -> None:
     inpaint_rows = []
     if args.only in (None, "inpaint"):
         inpaint_rows = [bench_inpainter(UNetConfig.paper(), batch=4, repeats=3)]
+        # the converted Places2 model beside the paper's net at 256 px, in alternation
+        inpaint_rows += bench_inpainters_alternating(
+            {"paper_256": UNetConfig.paper_256(), "naoto0804 converted": naoto0804_config()},
+            batch=4, repeats=repeats)
         print("\n| inference | batch | s/batch | images/s | evaluation pairs/s (model + 3 "
               "baselines + metrics) |")
         print("|---|---|---|---|---|")
         for r in inpaint_rows:
+            evaluation = f"{r['eval_pairs_per_s']:.2f}" if "eval_pairs_per_s" in r else ""
             print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
-                  f"{r['images_per_s']:.2f} | {r['eval_pairs_per_s']:.2f} |")
+                  f"{r['images_per_s']:.2f} | {evaluation} |")
     train_rows, l1_rows = [], []
     if args.only in (None, "train"):
         train_rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]

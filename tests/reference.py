@@ -383,3 +383,59 @@ def lpips_vgg(x0_nhwc, x1_nhwc, vgg, heads):
         lin = heads[f"lin{k}.model.1.weight"].astype(np.float64)  # (1,C,1,1)
         total = total + ((n0 - n1) ** 2 * lin).sum(axis=1).mean(axis=(1, 2))
     return total
+
+
+# --- naoto0804/pytorch-inpainting-with-partial-conv's network (issue #19), NCHW float64 -----
+# Written from the facts of that network (not from its code, nor from ours): its partial conv
+# divides by sum(M) without the sum(1) factor, with per-channel masks in full.
+
+
+def naoto_partial_conv(x, mask, weight, bias, stride, pad):
+    """y = W*(X.M) / sum(M) + b where sum(M) > 0 (sum over the window and every channel of the
+    per-channel mask), else 0; new mask 1 where sum(M) > 0. x, mask: (N,C,H,W); weight
+    (O,C,k,k); returns y and the new mask (N,O,H',W')."""
+    raw = conv_nchw(x * mask, weight, stride, (pad, pad))
+    mask_sum = conv_nchw(mask, np.ones_like(weight), stride, (pad, pad))
+    valid = mask_sum > 0
+    y = raw / np.where(valid, mask_sum, 1.0)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)[None, :, None, None]
+    return np.where(valid, y, 0.0), valid.astype(np.float64)
+
+
+def naoto_unet(image, mask, weights):
+    """That network in eval mode from its state dict `weights` ({key: array}, its key names):
+    image (N,C,H,W) ImageNet-normalised, mask (N,C,H,W) with 1 = valid. Returns (output in
+    the normalised space, output mask), both (N,C,H,W)."""
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+
+    def bn(h, name):
+        scale, shift = w[f"{name}.bn.weight"], w[f"{name}.bn.bias"]
+        mean, var = w[f"{name}.bn.running_mean"], w[f"{name}.bn.running_var"]
+        per_channel = [a[None, :, None, None] for a in (mean, var, scale, shift)]
+        return batchnorm_eval(h, *per_channel, 1e-5)
+
+    layers = 0
+    while f"enc_{layers + 1}.conv.input_conv.weight" in w:
+        layers += 1
+    h, m = np.asarray(image, np.float64), np.asarray(mask, np.float64)
+    hs, ms = [h], [m]
+    for i in range(1, layers + 1):
+        kernel = w[f"enc_{i}.conv.input_conv.weight"]
+        h, m = naoto_partial_conv(h, m, kernel, None, 2, (kernel.shape[2] - 1) // 2)
+        if i > 1:
+            h = bn(h, f"enc_{i}")
+        h = np.maximum(h, 0.0)
+        hs.append(h)
+        ms.append(m)
+    for i in range(layers, 0, -1):
+        up = lambda a: np.repeat(np.repeat(a, 2, axis=2), 2, axis=3)  # noqa: E731 - nearest x2
+        h = np.concatenate([up(h), hs[i - 1]], axis=1)
+        m = np.concatenate([up(m), ms[i - 1]], axis=1)
+        kernel = w[f"dec_{i}.conv.input_conv.weight"]
+        h, m = naoto_partial_conv(h, m, kernel, w.get(f"dec_{i}.conv.input_conv.bias"), 1,
+                                  (kernel.shape[2] - 1) // 2)
+        if i > 1:
+            h = bn(h, f"dec_{i}")
+            h = np.where(h > 0, h, 0.2 * h)
+    return h, m

@@ -18,6 +18,9 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+# Settings that checkpoints of older versions did not record, with the value those had.
+UNRECORDED_DEFAULTS = {"model.normalization": "none", "model.first_bias": True}
+
 
 class CheckpointError(ValueError):
     """A workdir's checkpoints cannot be used as asked; the message says why and what to do."""
@@ -120,11 +123,13 @@ class Checkpointer:
                               f"({errors[-1]}); trying an older one", stacklevel=3)
                 continue
             for key, want in (check_meta or {}).items():
-                # a key older checkpoints did not record cannot be compared
-                if key in meta and meta[key] != want:
+                # a key older checkpoints did not record compares as the value they had, or
+                # not at all when there is none
+                have = meta.get(key, UNRECORDED_DEFAULTS.get(key, want))
+                if have != want:
                     raise ConfigMismatchError(
                         f"{self.directory} holds checkpoints of another configuration: "
-                        f"{key} there is {meta.get(key)}, here {want}. Use another --workdir "
+                        f"{key} there is {have}, here {want}. Use another --workdir "
                         "or the configuration that wrote them."
                     )
             # before the read: TensorStore's threads may report into a closed loop while

@@ -22,6 +22,10 @@ from pconv_jax.ops import partial_conv, partial_conv_upsample_concat
 
 Array = jax.Array
 
+NORMALIZATIONS = ("none", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
@@ -39,6 +43,11 @@ class UNetConfig:
     bn_epsilon: float = 1e-5
     mask_eps: float = 1e-8  # the authors advise 1e-6 under mixed precision
     dtype: str = "float32"  # compute dtype of the convolutions; parameters stay float32
+    # "imagenet": the layers work on ImageNet-normalised images ((x01 - mean) / std) and the
+    # last one outputs in that space (naoto0804's PyTorch model, pconv_jax.convert); the
+    # model's image and output stay in [-1, 1] either way.
+    normalization: str = "none"
+    first_bias: bool = True  # PConv1 has a bias (the paper); False: bias-free (naoto0804)
 
     def __post_init__(self) -> None:
         if self.depth < 1:
@@ -59,13 +68,20 @@ class UNetConfig:
         if self.dtype not in ("float32", "bfloat16"):  # float16 would need loss scaling
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r} (float16 "
                              "is not supported: it needs loss scaling; bfloat16 does not)")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
+                             f"{self.normalization!r}")
+        if self.normalization == "imagenet" and (self.in_channels, self.out_channels) != (3, 3):
+            raise ValueError("normalization 'imagenet' needs RGB in and out (in_channels = "
+                             f"out_channels = 3), got {self.in_channels} and {self.out_channels}")
 
     def output_settings(self) -> dict:
         """{"model.NAME": value} of every setting that changes what a trained model outputs
         (not the nominal image size, the compute dtype or the BatchNorm momentum), as JSON
         values: checkpoints record them, and readers compare them with their config."""
         names = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
-                 "decoder_kernel", "leaky_slope", "bn_epsilon", "mask_eps")
+                 "decoder_kernel", "leaky_slope", "bn_epsilon", "mask_eps", "normalization",
+                 "first_bias")
         return {f"model.{name}": (list(value) if isinstance(value, tuple) else value)
                 for name in names for value in (getattr(self, name),)}
 
@@ -124,7 +140,8 @@ def _activation(name: str | None, slope: float) -> Callable[[Array], Array]:
 
 
 class PConvBlock(nnx.Module):
-    """Partial convolution (bias only without BatchNorm), optional BatchNorm, activation."""
+    """Partial convolution (bias: by default only without BatchNorm), optional BatchNorm,
+    activation."""
 
     def __init__(
         self,
@@ -137,11 +154,13 @@ class PConvBlock(nnx.Module):
         activation: str | None,
         config: UNetConfig,
         rngs: nnx.Rngs,
+        bias: bool | None = None,
     ):
         init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # Kaiming normal
         shape = (kernel_size, kernel_size, in_channels, out_channels)  # HWIO
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
-        self.bias = None if batch_norm else nnx.Param(jnp.zeros((out_channels,), jnp.float32))
+        bias = not batch_norm if bias is None else bias  # default: a bias only without BN
+        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32)) if bias else None
         self.bn = (
             nnx.BatchNorm(out_channels, momentum=config.bn_momentum, epsilon=config.bn_epsilon,
                           dtype=jnp.dtype(config.dtype), rngs=rngs)
@@ -194,7 +213,7 @@ class PConvUNet(nnx.Module):
             PConvBlock(
                 config.in_channels if i == 0 else widths[i - 1], widths[i],
                 config.encoder_kernels[i], stride=2, batch_norm=i > 0, activation="relu",
-                config=config, rngs=rngs,
+                config=config, rngs=rngs, bias=None if i > 0 else config.first_bias,
             )
             for i in range(depth)
         ])
@@ -234,6 +253,10 @@ class PConvUNet(nnx.Module):
         """image: (N,H,W,C) in [-1,1]; mask: (N,H,W,1), 1 = valid. Returns (N,H,W,3), (N,H,W,1)."""
         self.check_inputs(image, mask)
         mask = mask.astype(jnp.float32)
+        imagenet = self.config.normalization == "imagenet"
+        if imagenet:  # [-1,1] -> (x01 - mean) / std, the space the layers were trained in
+            mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+            image = ((image + 1) / 2 - mean) / std
         skips = [(image, mask)]  # level k holds (N, H/2^k, W/2^k, C_k)
         x, m = image, mask
         for block in self.encoder:
@@ -242,7 +265,10 @@ class PConvUNet(nnx.Module):
         skips.pop()  # the bottleneck is not a skip
         for block in self.decoder:
             x, m = block(x, m, skips.pop())  # upsample, concat skip -> (N, 2h, 2w, C_out)
-        return x.astype(jnp.float32), m
+        x = x.astype(jnp.float32)
+        if imagenet:  # back from the normalised space to [-1, 1]
+            x = (x * std + mean) * 2 - 1
+        return x, m
 
     def freeze_encoder_batchnorm(self, frozen: bool = True) -> None:
         """Fine-tuning switch: encoder BatchNorm uses running statistics and stops learning.

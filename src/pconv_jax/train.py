@@ -557,8 +557,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     # --- Restore -------------------------------------------------------------------------------
     checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
     state = jax.device_put(nnx.state((model, optimizer)), replicated)
+    # the settings that decide what the variables are and mean (init_from and resuming check
+    # them; older checkpoints lacking normalization or first_bias pass as the defaults)
     shape_keys = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
-                  "decoder_kernel")
+                  "decoder_kernel", "normalization", "first_bias")
     model_meta = {f"model.{k}": json.loads(json.dumps(getattr(model_cfg, k))) for k in shape_keys}
     restored = checkpointer.restore(ckpt.abstract(state), check_meta=model_meta,
                                     delete_unreadable=True)
@@ -814,6 +816,9 @@ def parse_config_flags(flag_values, argv: list[str]) -> str | None:
             for junk, plain in (("\\n", "; "), ("\n", "; "), ("\\'", ""), ("'", "")):
                 text = text.replace(junk, plain)
             return f"unknown config key {text} (overrides given: {overrides})"
+        if "Traceback" in str(err):  # an error raised by the config file: its last line
+            last = str(err).strip().splitlines()[-1]
+            return f"config file {config_path}: {last}"
         return str(err)
     except Exception as err:  # noqa: BLE001 - the config file is user code: any error is theirs
         return f"cannot load config file {config_path}: {type(err).__name__}: {err}"

@@ -26,6 +26,8 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
+from pconv_jax.weightfile import WeightFileError, read_tensors
+
 Array = jax.Array
 
 # (torchvision index in `features`, in channels, out channels); a 2x2 max-pool follows the
@@ -42,7 +44,6 @@ DEEP_LAYERS: tuple[tuple[int, int, int], ...] = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SUPPORTED_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt")
 
 
 class VGGWeight(nnx.Variable):
@@ -103,60 +104,15 @@ class VGG16Features(nnx.Module):
         return tuple(pools)
 
 
-class WeightFileError(ValueError):
-    """A VGG weight file that cannot be used, with the reason."""
-
-
 def read_weights(path: str | os.PathLike, what: str = "VGG-16") -> dict[str, np.ndarray]:
     """Reads a weight file (.safetensors, .npz, .pth/.pt) into a dict of NumPy arrays;
     `what` names the network in the errors."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} weight file not found: {path}")
-    suffix = os.path.splitext(path)[1].lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return dict(load_file(path))
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files if _is_array_entry(data, k)}
-    except Exception as err:  # noqa: BLE001 - each format library raises its own errors
-        raise WeightFileError(f"cannot read {path} as a {suffix} weight file "
-                              f"({type(err).__name__}: {err})") from None
-    if suffix in (".pth", ".pt"):
-        try:
-            import torch
-        except ImportError:
-            raise WeightFileError(
-                f"{path} is a PyTorch file and torch is not installed: install torch, or "
-                "convert the file on a machine that has it with `python -m "
-                f"pconv_jax.{_MODULES.get(what, 'vgg')} convert IN.pth OUT.safetensors`"
-            ) from None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - pickle and zip errors of many kinds
-            raise WeightFileError(f"cannot read {path} as a PyTorch weight file "
-                                  f"({type(err).__name__}: {err})") from None
-        if isinstance(state, Mapping) and "state_dict" in state:
-            state = state["state_dict"]
-        return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
-    raise WeightFileError(
-        f"unsupported {what} weight file {path!r}: expected one of "
-        f"{', '.join(SUPPORTED_SUFFIXES)}")
+    hint = ("install torch, or convert the file on a machine that has it with `python -m "
+            f"pconv_jax.{_MODULES.get(what, 'vgg')} convert IN.pth OUT.safetensors`")
+    return read_tensors(path, what, torch_hint=hint)
 
 
 _MODULES = {"FID Inception": "fid", "LPIPS heads": "lpips"}  # whose converter to name
-
-
-def _is_array_entry(data, key: str) -> bool:
-    """Whether an .npz entry loads without pickle (object entries are not tensors: skipped)."""
-    try:
-        data[key]
-        return True
-    except ValueError:
-        return False
 
 
 def check_weights(weights: Mapping[str, np.ndarray], source: str = "weights",
