@@ -357,6 +357,8 @@ def check_request(workdir: str, step: int | None, out: str) -> str:
         raise ExportError(f"no checkpoint for --step {step} in {directory}; saved steps: {steps}")
     folder = os.path.dirname(os.path.abspath(out))
     while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        if os.path.lexists(folder):
+            raise ExportError(f"cannot write --out {out}: {folder} is not a folder")
         folder = os.path.dirname(folder)  # the nearest folder that exists
     try:
         with tempfile.TemporaryFile(dir=folder):
