@@ -471,7 +471,8 @@ def bench_inpainter(config: UNetConfig, batch: int, repeats: int) -> dict:
 def bench_export(repeats: int, shapes=((1, 512), (8, 256))) -> list[dict]:
     """Images/s of the paper network's composite (random weights) through the JAX Inpainter,
     the exported StableHLO artifact and onnxruntime's CPU provider (default threads), one
-    file of each serving every shape; float32 images and masks in, float32 out."""
+    file of each serving every shape; float32 images and masks in, float32 out. The three
+    are timed in turn, call by call, so that other load on the machine hits them alike."""
     import onnxruntime as ort
 
     from pconv_jax import export
@@ -492,8 +493,16 @@ def bench_export(repeats: int, shapes=((1, 512), (8, 256))) -> list[dict]:
         mask = mask.astype(np.float32)
         runs = {"jax_inpainter": inpainter, "stablehlo": artifact.call,
                 "onnxruntime": lambda i, m: session.run(None, {"image": i, "mask": m})}
-        seconds = {name: median_seconds(fn, image, mask, repeats=repeats)
-                   for name, fn in runs.items()}
+        for fn in runs.values():  # warm-up (compilation, ORT's first-run allocations)
+            for _ in range(2):
+                jax.block_until_ready(fn(image, mask))
+        times = {name: [] for name in runs}
+        for _ in range(repeats):  # interleaved: a load change on a shared machine hits all
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn(image, mask))
+                times[name].append(time.perf_counter() - start)
+        seconds = {name: statistics.median(t) for name, t in times.items()}
         rows.append({"net": "paper UNet depth 8", "batch": batch, "size": size,
                      **{f"{k}_images_per_s": batch / v for k, v in seconds.items()},
                      "onnxruntime_vs_stablehlo": seconds["stablehlo"] / seconds["onnxruntime"],
