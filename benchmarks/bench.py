@@ -6,7 +6,8 @@ training step, the input pipeline and the training loop.
                                                            # 256 px: paper_256, naoto0804
                                                            # converted), blocks,
                                                            # metrics (FID, LPIPS, evaluate),
-                                                           # dtype (float32 vs bfloat16 step)
+                                                           # dtype (float32 vs bfloat16 step),
+                                                           # export (ONNX, StableHLO, JAX)
 
 Times are medians of repeated jitted calls after warm-up; FLOPs come from XLA's cost analysis
 of the compiled function (the analytic 2*MACs where XLA reports none). Results print as a
@@ -503,6 +504,49 @@ def naoto0804_config() -> UNetConfig:
     return UNetConfig.from_settings(layout.model_settings(), image_size=256)
 
 
+def bench_export(repeats: int, shapes=((1, 512), (8, 256))) -> list[dict]:
+    """Images/s of the paper network's composite (random weights) through the JAX Inpainter,
+    the exported StableHLO artifact and onnxruntime's CPU provider (default threads), one
+    file of each serving every shape; float32 images and masks in, float32 out. The three
+    are timed in turn, call by call, so that other load on the machine hits them alike."""
+    import onnxruntime as ort
+
+    from pconv_jax import export
+    from pconv_jax.inpaint import Inpainter
+    from pconv_jax.masks import irregular_mask
+
+    model = PConvUNet(UNetConfig.paper(), rngs=nnx.Rngs(0))
+    model.eval()
+    inpainter = Inpainter(model)
+    artifact = jax.export.deserialize(bytearray(export.export_stablehlo(model)))
+    session = ort.InferenceSession(export.onnx_model(model).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch, size in shapes:
+        image = rng.random((batch, size, size, 3)).astype(np.float32)
+        mask = np.stack([irregular_mask(size, rng, 0.3) for _ in range(batch)])[..., None]
+        mask = mask.astype(np.float32)
+        runs = {"jax_inpainter": inpainter, "stablehlo": artifact.call,
+                "onnxruntime": lambda i, m: session.run(None, {"image": i, "mask": m})}
+        for fn in runs.values():  # warm-up (compilation, ORT's first-run allocations)
+            for _ in range(2):
+                jax.block_until_ready(fn(image, mask))
+        times = {name: [] for name in runs}
+        for _ in range(repeats):  # interleaved: a load change on a shared machine hits all
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn(image, mask))
+                times[name].append(time.perf_counter() - start)
+        seconds = {name: statistics.median(t) for name, t in times.items()}
+        rows.append({"net": "paper UNet depth 8", "batch": batch, "size": size,
+                     **{f"{k}_images_per_s": batch / v for k, v in seconds.items()},
+                     "onnxruntime_vs_stablehlo": seconds["stablehlo"] / seconds["onnxruntime"],
+                     "onnxruntime_vs_inpainter":
+                         seconds["jax_inpainter"] / seconds["onnxruntime"]})
+    return rows
+
+
 def bench_metrics(repeats: int, pairs: int = 1000, size: int = 256) -> dict:
     """FID-Inception features/s at 299 px, LPIPS pairs/s at 256 px (random weights in the
     reference layouts: speed does not depend on the values), and a whole `evaluate` with both
@@ -579,7 +623,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/latest.json")
     parser.add_argument("--only", choices=["train", "inpaint", "blocks", "pipeline", "loop",
-                                           "metrics", "dtype"],
+                                           "metrics", "dtype", "export"],
                         default=None,
                         help="run one section only (blocks: the 512 px forward block by block)")
     parser.add_argument("--data", default="/tmp/pconv_bench_data",
@@ -712,13 +756,25 @@ def main() -> None:
                   f"| {r['inception_images_per_s']:.1f} | {r['lpips_pairs_per_s']:.1f} | "
                   f"{r['lpips_eval_pairs_per_s']:.1f} | {r['evaluate_seconds']:.0f} |")
 
+    export_rows = []
+    if args.only in (None, "export"):  # deployment files against the JAX Inpainter
+        export_rows = bench_export(repeats)
+        print("\n| export: paper net, float32 | batch x size | JAX Inpainter images/s | "
+              "StableHLO images/s | onnxruntime CPU images/s | ORT speed-up vs StableHLO | "
+              "vs Inpainter |\n|---|---|---|---|---|---|---|")
+        for r in export_rows:
+            print(f"| {r['net']} | {r['batch']} x {r['size']} px | "
+                  f"{r['jax_inpainter_images_per_s']:.2f} | {r['stablehlo_images_per_s']:.2f} | "
+                  f"{r['onnxruntime_images_per_s']:.2f} | {r['onnxruntime_vs_stablehlo']:.2f} | "
+                  f"{r['onnxruntime_vs_inpainter']:.2f} |")
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "repeats": repeats, "ceiling": roof, "ops": op_rows,
                    "unet": net_rows, "loss": loss_rows, "train": train_rows,
                    "inpaint": inpaint_rows, "blocks": block_rows, "l1_step": l1_rows,
                    "pipeline": pipeline_rows, "loop": loop_rows, "metrics": metric_rows,
-                   "dtype": dtype_rows},
+                   "dtype": dtype_rows, "export": export_rows},
                   f, indent=1)
     print(f"\nwrote {args.out}")
 

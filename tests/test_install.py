@@ -200,3 +200,24 @@ def test_make_app_serves_the_workdir_and_trains_the_demo_when_it_is_missing(tmp_
     assert any("-m pconv_jax.train" in line and "demo.py" in line and
                f"--workdir {tmp_path / 'none'}" in line for line in lines[:app_line])
     assert any("-e '.[dev]'" in line for line in lines[:app_line])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("python_line", PYTHON_LINES)
+def test_export_extra_resolves_with_every_package_pinned(python_line):
+    """'.[export]' (onnx, onnxruntime) resolves under constraints.txt for both Python lines,
+    and every package it brings is pinned there: the extra moves no pin and adds no
+    unpinned dependency."""
+    if reason := index_unreachable():
+        pytest.skip(reason)
+    python = python_for(python_line)
+    if python is None:
+        pytest.skip(f"no Python {python_line} interpreter on this machine")
+    report = dry_run_report("export", python)
+    resolved = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+                for item in report["install"]}
+    assert {"onnx", "onnxruntime"} <= resolved.keys(), sorted(resolved)
+    for name, version in resolved.items():
+        if name == "pconv-jax":
+            continue
+        assert version == constrained_version(name, python_line), (name, version)

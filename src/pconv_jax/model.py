@@ -242,7 +242,13 @@ class PConvUNet(nnx.Module):
             )
         multiple = 2**cfg.depth
         for axis, size in (("height", image.shape[1]), ("width", image.shape[2])):
-            if size % multiple:
+            remainder = size % multiple  # 0, an int or, for a symbolic size, an expression
+            if not isinstance(remainder, int):  # jax.export: a size not declared a multiple
+                raise ValueError(
+                    f"symbolic image {axis} {size} is not declared a multiple of 2**depth = "
+                    f"{multiple}: write it as {multiple}*{size} in jax.export.symbolic_shape"
+                )
+            if remainder:
                 raise ValueError(
                     f"image {axis} {size} is not a multiple of 2**depth = {multiple} "
                     f"(depth {cfg.depth}); nearest valid sizes: "

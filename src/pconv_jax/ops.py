@@ -80,9 +80,19 @@ def normalize_padding(padding: Padding) -> str | tuple[tuple[int, int], tuple[in
 _IM2COL_MAX_OUTPUT_ROWS = 256
 
 
+def _concrete(*dims) -> bool:
+    """Whether every dimension is a plain int (not a `jax.export` symbolic dimension)."""
+    return all(isinstance(d, int) for d in dims)
+
+
 def conv_method(x_shape, kernel_shape, strides, padding, dilation) -> str:
-    """Which exact formulation `_conv` uses for these shapes: 'im2col' or 'xla'."""
+    """Which exact formulation `_conv` uses for these shapes: 'im2col' or 'xla'.
+
+    Symbolic shapes (`jax.export` with shape polymorphism) take XLA's convolution: one graph
+    then serves every size, and the sizes that run it are the large ones."""
     ho, wo = _output_size(x_shape, kernel_shape, strides, padding, dilation)
+    if not _concrete(x_shape[0], ho, wo):
+        return "xla"
     return "im2col" if x_shape[0] * ho * wo <= _IM2COL_MAX_OUTPUT_ROWS else "xla"
 
 
@@ -421,7 +431,8 @@ def partial_conv_upsample_concat(
     padding = ((pad, pad), (pad, pad))
     low_masked = x_low.astype(dtype) * m_low.astype(dtype)  # (N,h,w,C_up)
     skip_masked = x_skip * m_skip.astype(dtype)  # (N,2h,2w,C_skip)
-    if x_low.shape[1] * x_low.shape[2] >= low_res_min_pixels:
+    low_pixels = x_low.shape[1] * x_low.shape[2]  # symbolic under shape polymorphism: large
+    if not _concrete(low_pixels) or low_pixels >= low_res_min_pixels:
         raw = conv_upsampled(low_masked, kernel_c[:, :, :c_up])
         raw = raw + _conv(skip_masked, kernel_c[:, :, c_up:], (1, 1), padding, (1, 1))
     else:
