@@ -297,3 +297,24 @@ def test_symbolic_size_not_declared_a_multiple_is_one_clear_error():
              jax.ShapeDtypeStruct((n, h, w, 1), jnp.float32))
     with pytest.raises(ValueError, match=r"not declared a multiple of 2\*\*depth = 8"):
         jax.export.export(jax.jit(export.composite_fn(model)))(*specs)
+
+
+@pytest.mark.slow
+def test_a_converted_naoto0804_run_exports(tmp_path):
+    """A run made by `pconv_jax.convert` (ImageNet normalisation inside, a bias-free PConv1)
+    exports to both formats, and each file gives its Inpainter's composite."""
+    from pconv_jax import convert
+    from tests.naoto_util import naoto_state
+
+    np.savez(tmp_path / "state.npz", **naoto_state(4, 4, seed=1))
+    run = str(tmp_path / "run")
+    assert convert.main(["naoto0804", str(tmp_path / "state.npz"), "--workdir", run]) == 0
+    inpainter = Inpainter.from_workdir(run)
+    assert inpainter.model.config.normalization == "imagenet"
+    for suffix, check in ((".onnx", check_onnx_file), (".stablehlo", None)):
+        out = str(tmp_path / f"naoto{suffix}")
+        assert export.main(["--workdir", run, "--out", out]) == 0
+        if check:
+            check(out, inpainter)
+        else:
+            check_stablehlo_file(out, inpainter, tmp_path)

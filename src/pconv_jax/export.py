@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pconv_jax.model import PConvUNet
+from pconv_jax.model import IMAGENET_MEAN, IMAGENET_STD, PConvUNet
 from pconv_jax.paths import check_outputs
 
 FORMATS = (".onnx", ".stablehlo")
@@ -45,9 +45,6 @@ DTYPES = ("float32", "bfloat16")
 # Platforms the StableHLO artifact is lowered for (one file; the caller's backend picks).
 PLATFORMS = ("cpu", "cuda", "tpu")
 ONNX_OPSET = 17  # DepthToSpace, Resize, Clip with tensor bounds; TensorRT 8.6+ and ORT take it
-# ImageNet statistics for UNetConfig.normalization == "imagenet" (torchvision's values).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ExportError(ValueError):
