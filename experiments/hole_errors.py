@@ -12,6 +12,7 @@ tells whether the running statistics are what costs it.
 """
 
 import argparse
+import sys
 from collections import defaultdict
 
 import jax.numpy as jnp
@@ -45,9 +46,15 @@ def main() -> None:
     parser.add_argument("--per-bucket", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    inpainter = Inpainter.from_workdir(args.workdir)
-    images = open_source(args.images)
-    entries = ev.eval_masks(None, args.size, args.per_bucket, args.seed)
+    if not 8 <= args.size <= 1024 or args.per_bucket < 1 or args.seed < 0:
+        parser.error(f"--size must be in 8..1024, --per-bucket >= 1 and --seed >= 0, got "
+                     f"{args.size}, {args.per_bucket}, {args.seed}")
+    try:
+        inpainter = Inpainter.from_workdir(args.workdir)
+        images = open_source(args.images)
+        entries = ev.eval_masks(None, args.size, args.per_bucket, args.seed)
+    except (OSError, ValueError) as err:  # InpaintError and the checkpoint's errors included
+        sys.exit(f"error: {err}")
     rows = defaultdict(lambda: defaultdict(list))
     for k, entry in enumerate(entries):
         truth_u8, mask = (a[0] for a in ev.eval_pairs(images, entries, k, k + 1))
