@@ -2,13 +2,19 @@
 
     python experiments/plot_eval_curve.py --out experiments/demo_eval_curve.png \
         "12 photos, scale 1-3=runs/curve_long" "4 photos=runs/curve_a"
+    python experiments/plot_eval_curve.py --x minutes --gap --out curves.png \
+        "width 16=runs/hour/a" "width 32=runs/hour/b"
 
-Each argument is LABEL=WORKDIR; the dashed line is Telea on the same held-out pairs.
+Each argument is LABEL=WORKDIR. By default the dashed line is Telea on the same held-out pairs;
+with --gap each curve is the model's PSNR minus Telea's on its own pairs (runs at different
+image sizes score different crops), and 0 is Telea. --x minutes puts the records' `wall_s`
+(seconds since the training loop began; the run must not have been resumed) on the x axis.
 """
 
 import argparse
 import json
 import os
+import sys
 
 from matplotlib.figure import Figure
 
@@ -23,19 +29,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=WORKDIR")
     parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--x", choices=("step", "minutes"), default="step",
+                        help="x axis: training step, or minutes of training (wall_s)")
+    parser.add_argument("--gap", action="store_true",
+                        help="plot PSNR minus Telea's PSNR on the same pairs")
     args = parser.parse_args()
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     telea = None
     for spec in args.runs:
         label, _, workdir = spec.rpartition("=")
-        records = read_evals(workdir)
-        ax.plot([r["step"] for r in records], [r["eval_psnr"] for r in records], marker=".",
-                label=label or workdir)
+        try:
+            records = read_evals(workdir)
+        except OSError as err:
+            sys.exit(f"error: {spec}: no readable metrics.jsonl ({err.strerror})")
+        if not records:
+            sys.exit(f"error: {workdir} has no held-out records (train.eval_every was 0)")
+        if args.x == "minutes" and any("wall_s" not in r for r in records):
+            sys.exit(f"error: {workdir}'s held-out records have no wall_s (an older run); "
+                     "use --x step")
+        xs = [r["step"] if args.x == "step" else r["wall_s"] / 60 for r in records]
+        ys = [r["eval_psnr"] - (r["eval_psnr_telea"] if args.gap else 0) for r in records]
+        ax.plot(xs, ys, marker=".", label=label or workdir)
         telea = records[0]["eval_psnr_telea"]
-    ax.axhline(telea, color="k", linestyle="--", label="OpenCV Telea")
-    ax.set_xlabel("step")
-    ax.set_ylabel("held-out PSNR (dB), composite")
+    ax.axhline(0 if args.gap else telea, color="k", linestyle="--", label="OpenCV Telea")
+    ax.set_xlabel("step" if args.x == "step" else "minutes of training")
+    ax.set_ylabel("held-out PSNR " + ("minus Telea's (dB)" if args.gap else "(dB), composite"))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.savefig(args.out, dpi=90)

@@ -1,6 +1,7 @@
 """Training end to end on small images: devices, exact resume, signals, TFDS, learning."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -223,6 +224,23 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
         assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize("finetune_step", [-1, 60])
+def test_cosine_schedule_follows_the_formula(finetune_step):
+    """optim.schedule='cosine': lr(t) = lr * (1 + cos(pi t / T)) / 2 over phase 1 (T = the
+    fine-tuning step, else train.steps), then optim.finetune_lr; 'constant' stays at lr."""
+    config = tiny_config(steps=100, finetune_step=finetune_step)
+    config.optim.lr, config.optim.finetune_lr = 1e-3, 5e-5
+    assert [float(train.learning_rate(config)(t)) for t in (0, 59)] == pytest.approx([1e-3] * 2)
+    config.optim.schedule = "cosine"
+    schedule = train.learning_rate(config)
+    end = finetune_step if finetune_step > 0 else 100
+    for t in range(0, end + 1, 7):
+        want = 1e-3 * (1 + math.cos(math.pi * t / end)) / 2
+        assert float(schedule(t)) == pytest.approx(want, rel=1e-5, abs=1e-12), t
+    if finetune_step > 0:
+        assert [float(schedule(t)) for t in (60, 99)] == pytest.approx([5e-5, 5e-5])
+
+
 @pytest.mark.parametrize("key,value", [
     ("train.log_every", 0), ("train.image_every", 0), ("checkpoint.every_steps", 0),
     ("checkpoint.keep", 0), ("train.batch_size", 0), ("train.steps", -1), ("num_devices", 0),
@@ -233,6 +251,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     ("loss.weights.hole", -1.0), ("loss.weights.style_out", float("inf")),
     ("data.image_size", 100_000), ("data.workers", 100_000), ("data.threads", 100_000),
     ("data.eval_pairs", 100_000), ("data.colour_jitter", -0.1), ("data.colour_jitter", 2.0),
+    ("optim.schedule", "linear"), ("optim.schedule", ""),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
     """Counts and intervals outside what a run can use: a TrainingError naming the key."""
@@ -629,6 +648,9 @@ def test_eval_every_logs_held_out_scores(tmp_path):
     assert all(np.isfinite(r["eval_psnr"]) for r in evals)
     assert evals[0]["eval_psnr_telea"] == evals[1]["eval_psnr_telea"]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    # wall_s: seconds since the loop began, never decreasing, in both kinds of record
+    clock = [r["wall_s"] for r in records]
+    assert clock == sorted(clock) and clock[0] > 0 and len(clock) == 6
     config.data.eval_source = ""
     with pytest.raises(train.TrainingError, match="train.eval_every needs data.eval_source"):
         train.train_and_evaluate(config, str(tmp_path / "none"))

@@ -77,7 +77,10 @@ def default_config() -> ml_collections.ConfigDict:
         init_from="",  # start from the model of another run's newest checkpoint (phase 2 runs)
         compute_dtype="float32",
     ))
-    c.optim = ml_collections.ConfigDict(dict(lr=2e-4, finetune_lr=5e-5, b1=0.9, b2=0.999))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=2e-4, finetune_lr=5e-5, b1=0.9, b2=0.999,
+        schedule="constant",  # phase 1: 'constant' optim.lr, or 'cosine' from lr down to 0
+    ))
     c.loss = ml_collections.ConfigDict(dict(
         weights=dataclasses.asdict(losses.LossWeights()),
         log_zero_terms=False,  # compute 0-weighted VGG terms forward-only, for their curves
@@ -161,6 +164,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
         value = config.optim[key]
         if not isinstance(value, (int, float)) or not 0 < value < math.inf:
             problems.append(f"optim.{key} must be a number > 0, got {value!r}")
+    schedule = config.optim.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        problems.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got "
+                        f"{schedule!r}")
     for key in ("b1", "b2"):
         value = config.optim[key]
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -190,13 +197,24 @@ def data_workers(config: ml_collections.ConfigDict) -> int:
     return data_lib.default_workers() if workers == -1 else workers
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """optim.lr until train.finetune_step, optim.finetune_lr after."""
+    """Phase 1 (until train.finetune_step, else all train.steps): optim.lr, constant or on a
+    cosine down to 0 at the phase's end (optim.schedule); optim.finetune_lr after."""
     start = config.train.finetune_step
-    if start is None or start < 0:
-        return optax.constant_schedule(config.optim.lr)
-    lr, finetune_lr = config.optim.lr, config.optim.finetune_lr
-    return lambda count: jnp.where(count >= start, finetune_lr, lr)  # count: updates done
+    two_phases = start is not None and start >= 0
+    lr = config.optim.lr
+    if config.optim.get("schedule", "constant") == "cosine":
+        phase_one = optax.cosine_decay_schedule(
+            lr, max(1, start if two_phases else config.train.steps))
+    else:
+        phase_one = optax.constant_schedule(lr)
+    if not two_phases:
+        return phase_one
+    finetune_lr = config.optim.finetune_lr
+    return lambda count: jnp.where(count >= start, finetune_lr, phase_one(count))  # updates done
 
 
 def _is_encoder_bn(path: tuple) -> bool:
@@ -633,6 +651,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
     metrics: dict = {}
     step = start_step
     tick, images_since = time.perf_counter(), 0
+    loop_start = tick  # wall_s in the records: seconds since this process entered the loop
     record = fresh_record()  # on the device: interval sums, first non-finite step
 
     def check_finite(fetched: dict) -> None:
@@ -683,6 +702,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
                            **{k: float(v) / steps_in for k, v in fetched["sums"].items()},
                            "lr": float(schedule(step - 1)),
                            "images_per_s": images_since / (now - tick),
+                           "wall_s": round(now - loop_start, 3),
                            "phase": 2 if in_phase_two(config, step - 1) else 1}
                 tick, images_since, record = now, 0, fresh_record()
                 log.write(metrics)
@@ -690,7 +710,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
                 _write_grid(workdir, step, predict, state, sample)
             if held_out is not None and (step % config.train.eval_every == 0
                                          or step == config.train.steps):
-                log.write({"step": step, **held_out.score(predict, state)})
+                at = round(time.perf_counter() - loop_start, 3)  # the scoring not included
+                log.write({"step": step, "wall_s": at, **held_out.score(predict, state)})
             if step % config.checkpoint.every_steps == 0 or step == config.train.steps:
                 save(step)
             progress.update(step, metrics)
