@@ -29,7 +29,7 @@ ACCEL_PKGS_cuda13 := jax-cuda13-plugin jax-cuda13-pjrt
 ACCEL_PKGS_tpu := libtpu
 OTHER_ACCELS := $(if $(ACCEL),$(filter-out $(ACCEL),$(ACCELS)))
 
-.PHONY: install test browser torch-venv app lint bench demo ablation clean
+.PHONY: install test browser torch-venv app lint bench demo cpu-hour ablation clean
 
 install: $(STAMP)
 
@@ -92,6 +92,19 @@ bench: install
 
 demo: install
 	$(VPY) -m pconv_jax.train --config experiments/configs/demo.py --workdir $(DEMO_WORKDIR)
+
+# One CPU hour (experiments/configs/cpu_hour.py), then its table on the two photos it never saw
+# (20 seeded masks per hole-ratio bucket and border class) beside Telea, Navier-Stokes and the
+# mean fill: CPU_HOUR_WORKDIR_eval/table.md and examples.png. Interrupted, it resumes.
+CPU_HOUR_WORKDIR ?= runs/cpu_hour
+cpu-hour: install
+	$(VPY) -m pconv_jax.train --config experiments/configs/cpu_hour.py --workdir $(CPU_HOUR_WORKDIR)
+	$(VPY) -m pconv_jax.masks make-eval-set \
+		--out $(CPU_HOUR_WORKDIR)_masks --per-bucket 20 --size 128 --seed 0
+	$(VPY) -m pconv_jax.evaluate --workdir $(CPU_HOUR_WORKDIR) \
+		--images samples:motorcycle_left,motorcycle_right --masks $(CPU_HOUR_WORKDIR)_masks \
+		--out $(CPU_HOUR_WORKDIR)_eval
+	@echo "table: $(CPU_HOUR_WORKDIR)_eval/table.md; images: $(CPU_HOUR_WORKDIR)_eval/examples.png"
 
 # The loss-weight ablation notebook at its default (demo) scale, headless: ~14 min on 2 cores.
 # Parameters: PAPERMILL_ARGS="-p steps 300 ..."; output folder: ABLATION_DIR.
