@@ -36,6 +36,24 @@ def test_config_is_a_valid_run_on_its_own_photos():
     assert len(module.TRAIN_PHOTOS) < 20  # the issue's constraint
 
 
+def test_each_pilot_is_a_valid_run_and_the_hour_lengthens_the_last_one():
+    """Every PILOTS entry is a valid config of its own net, size and steps; the hour's run is
+    the last pilot (the chosen settings) with only its steps and eval interval changed."""
+    module = _module()
+    for name, (depth, width, size, steps, *_rest) in module.PILOTS.items():
+        config = module.get_config(name)
+        train.check_config(config, device_count=1)
+        assert config.model.depth == depth and config.data.image_size == size, name
+        assert config.model.encoder_widths[0] == width and config.train.steps == steps, name
+    chosen = module.get_config(list(module.PILOTS)[-1]).to_dict()
+    hour = module.get_config().to_dict()
+    for section in (chosen, hour):
+        section["train"].pop("steps"), section["train"].pop("eval_every")
+    assert chosen == hour
+    with pytest.raises(ValueError, match="unknown pilot 'wide'.*demo_net_96"):
+        module.get_config("wide")
+
+
 def test_training_held_out_and_evaluation_photos_share_no_image():
     """No photo of one set is a photo of another under any name: the sets are disjoint by
     name and no two of their images have equal pixels."""
