@@ -233,6 +233,32 @@ def test_evaluate_rejects_unknown_methods_and_a_missing_model():
         evaluate(None, [], [], methods=("model",))
 
 
+def test_example_rows_are_one_pair_per_bucket_alternating_border_classes():
+    """The grid shows every hole-ratio bucket once, the first pair of the class whose turn
+    it is (inner, border, inner, ...), or of the only class a bucket has."""
+    from pconv_jax.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    entries = []
+    for bucket, borders in (("a", (False, True)), ("b", (False, True)), ("c", (True,)),
+                            ("d", (False, True))):
+        for border in borders:
+            for _ in range(3):
+                entries.append({"mask": (rng.random((16, 16)) > 0.2).astype(np.float32),
+                                "bucket": bucket, "border": border})
+    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(5)]
+    _, examples = evaluate(None, images, entries, batch_size=4, progress=False,
+                           methods=("mean_fill",))
+    first = {}  # (bucket, border) -> index of its first entry
+    for i, e in enumerate(entries):
+        first.setdefault((e["bucket"], e["border"]), i)
+    wanted = [first[("a", False)], first[("b", True)], first[("c", True)],
+              first[("d", True)]]
+    assert len(examples) == 4
+    for row, index in zip(examples, wanted, strict=True):
+        np.testing.assert_array_equal(row[1], entries[index]["mask"])
+
+
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
     """A 16-bit greyscale PNG reads as round(v / 257) on all three channels (65535 -> 255)."""
     from pconv_jax.inpaint import read_image

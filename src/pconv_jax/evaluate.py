@@ -124,7 +124,9 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
     methods: 'model' (needs `inpainter`) and any of the classical baselines. With
     `lpips_metric` (pconv_jax.lpips.LPIPS) rows gain 'lpips'; with `inception`
     (pconv_jax.fid.InceptionFID) the result gains 'fid': {method: {'all': FID over all
-    pairs, bucket: FID or None below FID_MIN_PAIRS pairs}}.
+    pairs, bucket: FID or None below FID_MIN_PAIRS pairs}}. The example rows are one pair per
+    hole-ratio bucket (its first; the border class alternates from bucket to bucket where
+    the set has both): masked input, mask, each method, ground truth.
     """
     import jax.numpy as jnp
     from tqdm import tqdm
@@ -154,6 +156,8 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
             d for d in range(1, batch_size + 1) if batch_size % d == 0 and
             (d == 1 or per_pair * d <= 64))
     examples = []
+    groups = {(e["bucket"], e["border"]) for e in mask_entries}
+    shown: list[str] = []  # buckets with an example row
     bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
     for start in range(0, len(mask_entries), batch_size):
         chunk = mask_entries[start:start + batch_size]
@@ -181,9 +185,13 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
             for i, entry in enumerate(chunk):
                 key = (entry["bucket"], entry["border"])
                 scores[method][key].append({k: float(v[i]) for k, v in values.items()})
-        if len(examples) < 4:
-            examples.append([gts[0] / 255 * masks_b[0][..., None], masks_b[0],
-                             *[outputs[m][0] / 255 for m in methods], gts[0] / 255])
+        for i, entry in enumerate(chunk):
+            border = len(shown) % 2 == 1  # inner, border, inner, ... where both exist
+            if entry["bucket"] not in shown and (
+                    entry["border"] == border or (entry["bucket"], border) not in groups):
+                shown.append(entry["bucket"])
+                examples.append([gts[i] / 255 * masks_b[i][..., None], masks_b[i],
+                                 *[outputs[m][i] / 255 for m in methods], gts[i] / 255])
         bar.update(len(chunk))
     bar.close()
     results = {m: _rows(scores[m]) for m in methods}
