@@ -5,8 +5,11 @@
 
 A depth-6 UNet (widths 32..256, 4.7 M parameters) on 128 px crops, batch 4, Adam 1e-3 on a
 cosine decay to 0 over 22,000 steps, the paper's losses with TV at 0.5 (VGG-16 terms off
-without a weight file). MEASURED_MINUTES of training on the 2-core AMD EPYC (no AMX) of
-2026-12-01; resumable like any run (Ctrl-C or SIGTERM saves, the same command resumes).
+without a weight file). Measured: 55.4 minutes of training (6.6 steps/s with the held-out
+scoring) on the 2-core AMD EPYC (no AMX) of 2026-12-01. It resumes like any run: Ctrl-C or
+SIGTERM saves, and the same command goes on. On the 240 pairs of `make cpu-hour` it scored
+21.79 dB mean PSNR against Telea's 21.60 (above in 10 of 12 bucket x border rows), with SSIM
+below Telea's in every row (by 0.000-0.017).
 
 Trained only on the twelve photos bundled with scikit-image that the demo uses (four colour,
 eight grey), at 1-3x scale and through a random colour map per crop (data.colour_jitter=0.5).
@@ -30,7 +33,6 @@ IMAGE_SIZE = 128
 DEPTH, WIDTH = 6, 32
 STEPS = 22000
 EVAL_EVERY = 1000
-MEASURED_MINUTES = "about 57 minutes"
 
 # name: (depth, width, image size, steps, eval_every, lr schedule, TV weight). Each ran for
 # about 10 minutes on the 2-core machine; the last one is this file's setting, shortened.
