@@ -48,6 +48,10 @@ def main() -> None:
         if args.x == "minutes" and any("wall_s" not in r for r in records):
             sys.exit(f"error: {workdir}'s held-out records have no wall_s (an older run); "
                      "use --x step")
+        if args.x == "minutes" and any(b["wall_s"] < a["wall_s"]
+                                       for a, b in zip(records, records[1:], strict=False)):
+            sys.exit(f"error: {workdir} was resumed (its wall_s starts again at 0 there); "
+                     "use --x step")
         xs = [r["step"] if args.x == "step" else r["wall_s"] / 60 for r in records]
         ys = [r["eval_psnr"] - (r["eval_psnr_telea"] if args.gap else 0) for r in records]
         ax.plot(xs, ys, marker=".", label=label or workdir)
