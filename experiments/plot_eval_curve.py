@@ -18,6 +18,8 @@ import sys
 
 from matplotlib.figure import Figure
 
+from pconv_jax.paths import OverlapError, check_outputs
+
 
 def read_evals(workdir: str) -> list[dict]:
     """The held-out records (those with eval_psnr) of a run's metrics.jsonl."""
@@ -34,6 +36,13 @@ def main() -> None:
     parser.add_argument("--gap", action="store_true",
                         help="plot PSNR minus Telea's PSNR on the same pairs")
     args = parser.parse_args()
+    if not args.out.lower().endswith(".png"):
+        sys.exit(f"error: --out {args.out} must be a .png file")
+    try:  # never written into a run it reads (a run's own samples/*.png included)
+        check_outputs({"--out": args.out},
+                      {f"run {i + 1}": spec.rpartition("=")[2] for i, spec in enumerate(args.runs)})
+    except OverlapError as err:
+        sys.exit(f"error: {err}")
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     telea = None
@@ -61,7 +70,10 @@ def main() -> None:
     ax.set_ylabel("held-out PSNR " + ("minus Telea's (dB)" if args.gap else "(dB), composite"))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(args.out, dpi=90)
+    try:
+        fig.savefig(args.out, dpi=90)
+    except OSError as err:
+        sys.exit(f"error: cannot write --out {args.out}: {err.strerror or err}")
     print(f"wrote {args.out}")
 
 
