@@ -246,7 +246,9 @@ def test_finetuning_starts_from_the_converted_weights(tmp_path):
     from flax import nnx
 
     from pconv_jax import checkpoint as ckpt
+    from pconv_jax import config as config_lib
     from pconv_jax import train
+    from pconv_jax.model import PConvUNet
 
     np.savez(tmp_path / "state.npz", **naoto_state(4, 2, seed=4))
     run = str(tmp_path / "naoto")
@@ -273,9 +275,9 @@ def test_finetuning_starts_from_the_converted_weights(tmp_path):
                                               getattr(block_before.bn, name)[...])
     other = module.get_config(run)
     other.model.normalization = "none"
-    model = train.PConvUNet(train.unet_config(other), rngs=nnx.Rngs(0))
+    model = PConvUNet(config_lib.unet_config(other), rngs=nnx.Rngs(0))
     with pytest.raises(ckpt.ConfigMismatchError, match="model.normalization"):
-        train._init_from(run, model, {"model.normalization": "none"})
+        train.init_from(run, model, {"model.normalization": "none"})
 
 
 # --- Against PyTorch: its network, its output, its own checkpoint files ------------------------

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from pconv_jax import data, train
+from pconv_jax import config as config_lib
+from pconv_jax import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "cpu_hour.py")
@@ -27,7 +28,7 @@ def test_config_is_a_valid_run_on_its_own_photos():
     """check_config accepts it; it trains on TRAIN_PHOTOS, scores its curve on HELD_OUT."""
     module = _module()
     config = module.get_config()
-    train.check_config(config, device_count=1)
+    config_lib.check_config(config, device_count=1)
     assert config.data.source == "samples:" + ",".join(module.TRAIN_PHOTOS)
     assert config.data.eval_source == "samples:" + ",".join(module.HELD_OUT)
     assert config.data.image_size == module.IMAGE_SIZE
@@ -42,7 +43,7 @@ def test_each_pilot_is_a_valid_run_and_the_hour_lengthens_the_last_one():
     module = _module()
     for name, (depth, width, size, steps, *_rest) in module.PILOTS.items():
         config = module.get_config(name)
-        train.check_config(config, device_count=1)
+        config_lib.check_config(config, device_count=1)
         assert config.model.depth == depth and config.data.image_size == size, name
         assert config.model.encoder_widths[0] == width and config.train.steps == steps, name
     chosen = module.get_config(list(module.PILOTS)[-1]).to_dict()

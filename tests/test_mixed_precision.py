@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from pconv_jax import config as config_lib
 from pconv_jax import losses, train, vgg
 from pconv_jax.model import PConvUNet
 from tests.train_util import tiny_config
@@ -22,7 +23,7 @@ def _step_and_inputs(compute_dtype: str, weights: losses.LossWeights | None = No
     `weights` says otherwise."""
     config = tiny_config(steps=1)
     config.train.compute_dtype = compute_dtype
-    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
     model.train()
     optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
@@ -103,9 +104,9 @@ def test_loss_terms_within_two_percent_of_float32_on_a_fixed_batch():
     bfloat16, eagerly and under jit (XLA's default CPU backend), is within 2 % of the float32
     value."""
     config = tiny_config(steps=1)
-    model32 = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    model32 = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
     config.train.compute_dtype = "bfloat16"
-    model16 = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(1))
+    model16 = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(1))
     nnx.update(model16, nnx.state(model32))  # identical parameters and statistics
     rng = np.random.default_rng(1)
     target = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
@@ -174,8 +175,8 @@ def test_float16_is_refused_naming_the_key():
     """float16 would need loss scaling, which the step does not do: refused by name."""
     config = tiny_config(steps=1)
     config.train.compute_dtype = "float16"
-    with pytest.raises(train.TrainingError, match=r"train\.compute_dtype.*float16"):
-        train.check_config(config, 1)
+    with pytest.raises(config_lib.ConfigError, match=r"train\.compute_dtype.*float16"):
+        config_lib.check_config(config, 1)
 
 
 @pytest.mark.parametrize("name", ["paper_places2", "celeba_hq"])
@@ -189,5 +190,5 @@ def test_paper_configs_choose_bfloat16(name):
     spec.loader.exec_module(module)
     config = module.get_config()
     assert config.train.compute_dtype == "bfloat16"
-    model = train.unet_config(config)
+    model = config_lib.unet_config(config)
     assert model.dtype == "bfloat16" and model.mask_eps == 1e-6

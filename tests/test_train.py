@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 from pconv_jax import checkpoint as ckpt
-from pconv_jax import losses, train, vgg
+from pconv_jax import config as config_lib
+from pconv_jax import losses, run_utils, train, vgg
 from pconv_jax.model import PConvUNet
 from tests.train_util import TINY_CLI_OVERRIDES, model_arrays, tiny_config
 
@@ -141,7 +142,7 @@ def test_tfds_source_without_tensorflow_datasets_is_one_line(tmp_path, monkeypat
 def test_hole_loss_halves_on_a_fixed_batch():
     """~50 steps on one fixed batch: the hole loss falls to half or less (the model learns)."""
     config = tiny_config()
-    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
     model.train()
     optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
     features = vgg.VGG16Features(vgg.random_weights(0))
@@ -254,14 +255,14 @@ def test_cosine_schedule_follows_the_formula(finetune_step):
     ("optim.schedule", "linear"), ("optim.schedule", ""),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
-    """Counts and intervals outside what a run can use: a TrainingError naming the key."""
+    """Counts and intervals outside what a run can use: a ConfigError naming the key."""
     config = tiny_config()
     with config.unlocked():
         section, _, name = key.rpartition(".")
         (config[section] if section else config)[name] = value
-    with pytest.raises(train.TrainingError, match=key.replace(".", r"\.")):
-        train.check_config(config, device_count=2)
-    train.check_config(tiny_config(), device_count=2)  # the unchanged config passes
+    with pytest.raises(config_lib.ConfigError, match=key.replace(".", r"\.")):
+        config_lib.check_config(config, device_count=2)
+    config_lib.check_config(tiny_config(), device_count=2)  # the unchanged config passes
 
 
 def test_stray_positional_argument_is_refused(tmp_path, monkeypatch, capsys):
@@ -310,7 +311,7 @@ def test_metrics_log_survives_a_half_written_line(tmp_path):
     """A killed run leaves a partial last line: resuming drops it and the steps past resume."""
     lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')
-    log = train.MetricsLog(str(tmp_path), resume_step=2, enabled=True)
+    log = run_utils.MetricsLog(str(tmp_path), resume_step=2, enabled=True)
     log.write({"step": 3, "loss": 0.5})
     log.close()
     assert [r["step"] for r in _read_metrics(tmp_path)] == [1, 2, 3]
@@ -330,7 +331,7 @@ def test_help_lists_the_flags():
         return [name for key, value in node.items() for name in (
             leaves(value, f"{prefix}{key}.") if hasattr(value, "items") else [prefix + key])]
 
-    assert listed == set(leaves(train.default_config(), "--config."))
+    assert listed == set(leaves(config_lib.default_config(), "--config."))
     assert "--config.loss.weights.hole=6.0" in run.stdout
     assert "--config.data.scale_range=(1.0,1.0)" in run.stdout
     assert "jitted step" not in run.stdout  # the module docstring is for developers
@@ -554,8 +555,8 @@ def test_l1_only_run_has_no_vgg_and_logs_the_terms_it_has(tmp_path):
     config = tiny_config(steps=1)
     for term in losses.VGG_TERMS:
         config.loss.weights[term] = 0.0
-    weights = train.loss_weights(config)
-    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    weights = config_lib.loss_weights(config)
+    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
     model.train()
     optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
@@ -602,7 +603,7 @@ def test_held_out_scores_match_independent_psnr():
 
     from pconv_jax import data, masks
 
-    held = train.HeldOut(data.open_source("samples:chelsea,coffee"), 32, 6, seed=3)
+    held = run_utils.HeldOut(data.open_source("samples:chelsea,coffee"), 32, 6, seed=3)
     assert held.gts.shape == (6, 32, 32, 3) and held.masks.shape == (6, 32, 32, 1)
     ratios = [masks.hole_ratio(m[..., 0]) for m in held.masks]
     assert 0.04 <= ratios[0] < 0.2 and ratios[-1] >= 0.5
@@ -659,7 +660,7 @@ def test_eval_every_logs_held_out_scores(tmp_path):
 def _cli_model(workdir):
     """The model of a CLI run's newest checkpoint (demo config + TINY_CLI_OVERRIDES)."""
     config = tiny_config()
-    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(0))
+    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
     step = ckpt.load_model(workdir, model)
     return step, model_arrays(model)
 

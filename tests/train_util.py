@@ -4,12 +4,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from pconv_jax.train import default_config
+from pconv_jax.config import apply_overrides, as_flags, default_config, tiny_overrides
 
+# the tiny network and cadence as command-line flags (CLI tests)
 TINY_CLI_OVERRIDES = [
-    "--config.data.image_size=32", "--config.model.depth=3",
-    "--config.model.encoder_widths=(4,8,16)", "--config.model.encoder_kernels=(7,5,5)",
-    "--config.train.batch_size=2", "--config.train.log_every=1",
+    *as_flags(tiny_overrides()), "--config.train.log_every=1",
     "--config.train.image_every=1000", "--config.data.threads=1",
     "--config.train.eval_every=0",
 ]
@@ -17,22 +16,11 @@ TINY_CLI_OVERRIDES = [
 
 def tiny_config(steps=2, **train):
     """A 32-px, depth-3, width-4 run on the bundled photos with random VGG weights."""
-    c = default_config()
-    c.data.image_size = 32
-    c.data.scale_range = (1.0, 1.5)
-    c.data.threads = 1
-    c.model.depth = 3
-    c.model.encoder_widths = (4, 8, 16)
-    c.model.encoder_kernels = (7, 5, 5)
-    c.train.batch_size = 2
-    c.train.steps = steps
-    c.train.log_every = 1
-    c.train.image_every = 1000
-    c.checkpoint.every_steps = 1000
-    c.checkpoint.keep = 3
-    c.optim.lr = 1e-3
-    for key, value in train.items():
-        c.train[key] = value
+    c = apply_overrides(default_config(), {
+        **tiny_overrides(), "data.scale_range": (1.0, 1.5), "data.threads": 1,
+        "train.steps": steps, "train.log_every": 1, "train.image_every": 1000,
+        "checkpoint.every_steps": 1000, "checkpoint.keep": 3, "optim.lr": 1e-3,
+        **{f"train.{key}": value for key, value in train.items()}})
     return c
 
 

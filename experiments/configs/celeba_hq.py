@@ -9,8 +9,8 @@ celeb_a_hq needs a manual download into ~/tensorflow_datasets/downloads/manual a
 step 300k, ending at 500k.
 """
 
+from pconv_jax.config import default_config, model_settings
 from pconv_jax.model import UNetConfig
-from pconv_jax.train import default_config, model_settings
 
 
 def get_config():

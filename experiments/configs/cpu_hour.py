@@ -22,8 +22,8 @@ The choices came from 10-minute pilots, each one a config string of this file:
 own steps (experiments/README.md, "One CPU hour", has their curves).
 """
 
+from pconv_jax.config import default_config, model_settings
 from pconv_jax.model import UNetConfig
-from pconv_jax.train import default_config, model_settings
 
 TRAIN_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field",
                 "camera", "coins", "moon", "clock", "brick", "grass", "gravel", "cell")

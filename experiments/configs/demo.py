@@ -16,8 +16,8 @@ Without a VGG-16 file (--config.vgg.weights=FILE) the perceptual and style terms
 held-out curve in experiments/README.md.
 """
 
+from pconv_jax.config import default_config, model_settings
 from pconv_jax.model import UNetConfig
-from pconv_jax.train import default_config, model_settings
 
 TRAIN_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field",
                 "camera", "coins", "moon", "clock", "brick", "grass", "gravel", "cell")

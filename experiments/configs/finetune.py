@@ -16,7 +16,7 @@ accelerator, and see the held-out PSNR with --config.data.eval_source=HELD_OUT_I
 import json
 import os
 
-from pconv_jax.train import default_config
+from pconv_jax.config import default_config
 
 
 def get_config(run: str = ""):

@@ -12,7 +12,7 @@ as public reproductions do. Use --config.data.masks=DIR for NVIDIA's irregular m
 paper reports 28.3 dB PSNR / 0.87 SSIM / 1.09% l1 on (0.1,0.2] holes.
 """
 
-from pconv_jax.train import default_config
+from pconv_jax.config import default_config
 
 
 def get_config():

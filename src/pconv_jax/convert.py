@@ -246,7 +246,8 @@ def write_run(workdir: str, model, *, step: int, provenance: dict) -> None:
     from flax import nnx
 
     from pconv_jax import checkpoint as ckpt
-    from pconv_jax import train
+    from pconv_jax import config as config_lib
+    from pconv_jax.run_utils import package_versions
 
     _new_folder(workdir)
     target = os.path.abspath(workdir)
@@ -256,8 +257,8 @@ def write_run(workdir: str, model, *, step: int, provenance: dict) -> None:
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # a folder as mkdir makes it, not mkdtemp's 0700
     try:
-        config = train.default_config()
-        config.model.update(train.model_settings(model.config))
+        config = config_lib.default_config()
+        config.model.update(config_lib.model_settings(model.config))
         config.data.image_size = model.config.image_size
         config.train.compute_dtype = "float32"
         meta = {**model.config.output_settings(), "step": step, "seed": 0,
@@ -270,7 +271,7 @@ def write_run(workdir: str, model, *, step: int, provenance: dict) -> None:
         with open(os.path.join(staging, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=1))
         with open(os.path.join(staging, "versions.json"), "w") as f:
-            json.dump(train.package_versions(), f, indent=1)
+            json.dump(package_versions(), f, indent=1)
         with open(os.path.join(staging, "converted.json"), "w") as f:
             json.dump(provenance, f, indent=1)
         _new_folder(workdir)  # nothing appeared there meanwhile

@@ -732,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     from absl import flags
     from ml_collections import config_flags
 
-    from pconv_jax.train import TrainingError, parse_config_flags
+    from pconv_jax.config import parse_config_flags
+    from pconv_jax.train import TrainingError
 
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "base experiment config file",

@@ -286,11 +286,17 @@ class PConvUNet(nnx.Module):
             block.frozen_bn = frozen
 
 
+def is_encoder_batchnorm(path: tuple) -> bool:
+    """Whether a variable's path (("encoder", i, "bn", ...), as NNX or jax.tree_util gives
+    it) lies in an encoder block's BatchNorm: the variables phase 2 of the paper freezes."""
+    keys = [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
+    return len(keys) >= 3 and keys[0] == "encoder" and keys[2] == "bn"
+
+
 def trainable(model: PConvUNet) -> Any:
     """An NNX filter of the parameters to optimise: all but those of frozen BatchNorms."""
-    frozen = {("encoder", i, "bn") for i, b in enumerate(model.encoder) if b.frozen_bn}
 
     def is_frozen(path: tuple, _value: Any) -> bool:
-        return tuple(path[:3]) in frozen
+        return is_encoder_batchnorm(path) and model.encoder[path[1]].frozen_bn
 
     return nnx.All(nnx.Param, nnx.Not(is_frozen))

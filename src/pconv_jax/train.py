@@ -1,25 +1,28 @@
 """Training: `python -m pconv_jax.train --config experiments/configs/NAME.py --workdir DIR`.
 
-`train_and_evaluate(config, workdir)` is the whole job: set-up (devices, mesh), data, model,
-loss and optimizer, restore, the loop, the final save. The jitted step is a pure function of
-(state, batch) -> (state, metrics) over a mesh of all devices: the batch sharded on 'data',
-parameters and optimizer state replicated, the state buffers donated. BatchNorm statistics are
-over the global batch. The loop never waits for the device between log steps: batches arrive
-as uint8 and are placed on the devices two steps ahead, and the metrics (interval sums and
-the first non-finite step) accumulate on the device until a log step or a save fetches them.
-Phase 2 of the paper (encoder BatchNorm frozen, a lower learning rate)
-starts at `train.finetune_step`, or from a phase-1 checkpoint with `train.init_from`.
+`train_and_evaluate(config, workdir)` is the whole job, in the order things happen: set-up
+(devices, mesh, run folder), model (`create_train_state`), restore, data, the loop, the final
+save. `create_train_state` and `train_step_fn` are the one place a model, optimizer, VGG-16 and
+step are built; the benchmarks, the GPU check, experiments and tests use them too. The jitted
+step is a pure function of (state, vgg_state, record, image, mask) -> (state, record) over a
+mesh of all devices: the batch sharded on 'data', parameters and optimizer state replicated,
+the state buffers donated. BatchNorm statistics are over the global batch. The loop never
+waits for the device between log steps: batches arrive as uint8 and are placed on the devices
+two steps ahead, and the metrics (interval sums and the first non-finite step) accumulate on
+the device until a log step or a save fetches them. Phase 2 of the paper (encoder BatchNorm
+frozen, a lower learning rate) starts at `train.finetune_step`, or from a phase-1 checkpoint
+with `train.init_from`. The config lives in `pconv_jax.config`, the run infrastructure (log,
+signals, prefetch, held-out scores, grids) in `pconv_jax.run_utils`.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import functools
 import json
 import math
 import os
 import shlex
-import signal
 import sys
 import time
 from typing import Any
@@ -34,12 +37,22 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pconv_jax import checkpoint as ckpt
+from pconv_jax import config as config_lib
 from pconv_jax import data as data_lib
 from pconv_jax import losses, vgg
+from pconv_jax.config import default_config, model_settings  # noqa: F401 - older config files
 from pconv_jax.masks import MaskSource
-from pconv_jax.model import PConvUNet, UNetConfig
+from pconv_jax.model import PConvUNet, UNetConfig, is_encoder_batchnorm
 from pconv_jax.paths import OverlapError, check_outputs, probe_writable
-from pconv_jax.visualize import save_grid
+from pconv_jax.run_utils import (
+    DevicePrefetch,
+    HeldOut,
+    MetricsLog,
+    Progress,
+    StopSignal,
+    package_versions,
+    write_grid,
+)
 
 
 class TrainingError(RuntimeError):
@@ -47,157 +60,8 @@ class TrainingError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Configuration
+# Optimizer
 # ---------------------------------------------------------------------------------------------
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Every key a run reads, with the paper's settings; experiment files override a few."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.num_devices = -1  # -1: every device of every process
-    c.data = ml_collections.ConfigDict(dict(
-        source="samples",  # 'samples', 'tfds:NAME/SPLIT' or an image folder
-        tfds_data_dir="",
-        image_size=512,
-        scale_range=(1.0, 1.0),  # shorter side resized to image_size * U(range) (>= 1), then crop
-        colour_jitter=0.0,  # s: channels permuted, saturation and gains x U(1-s,1+s); 0: off
-        masks="",  # a folder of mask images (white = hole), or '' for generated irregular masks
-        hole_range=(0.01, 0.6),
-        eval_source="",  # held-out images scored every train.eval_every steps ('' = none)
-        eval_pairs=24,  # held-out (image, mask) pairs: fixed masks, hole ratios 0.05..0.55
-        workers=-1,  # Grain worker processes; -1: the cores left after this one, at most 16
-        threads=2,  # reading threads (in this process when workers=0, else in each worker)
-    ))
-    c.model = ml_collections.ConfigDict(model_settings(UNetConfig.paper()))
-    c.train = ml_collections.ConfigDict(dict(
-        batch_size=6, steps=800_000, log_every=100, image_every=5000,
-        eval_every=0,  # held-out PSNR (model and Telea) into metrics.jsonl; 0: never
-        finetune_step=-1,  # phase 2 (encoder BatchNorm frozen, finetune_lr) from here; -1: never
-        init_from="",  # start from the model of another run's newest checkpoint (phase 2 runs)
-        compute_dtype="float32",
-    ))
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=2e-4, finetune_lr=5e-5, b1=0.9, b2=0.999,
-        schedule="constant",  # phase 1: 'constant' optim.lr, or 'cosine' from lr down to 0
-    ))
-    c.loss = ml_collections.ConfigDict(dict(
-        weights=dataclasses.asdict(losses.LossWeights()),
-        log_zero_terms=False,  # compute 0-weighted VGG terms forward-only, for their curves
-    ))
-    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3))
-    # Without a weights file: 'random' VGG weights (smoke tests; warns) or 'off' (the
-    # perceptual and style terms are switched off, since random features mean nothing).
-    c.vgg = ml_collections.ConfigDict(dict(weights="", random_seed=0, fallback="random"))
-    return c
-
-
-def model_settings(model: UNetConfig) -> dict:
-    """The `config.model` entries of a UNetConfig preset (size and dtype come from elsewhere)."""
-    return {k: v for k, v in dataclasses.asdict(model).items() if k not in ("image_size", "dtype")}
-
-
-def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
-    """The model's UNetConfig from `config.model` and `config.train.compute_dtype`."""
-    try:
-        return UNetConfig.from_settings(
-            config.model.to_dict(), image_size=config.data.image_size,
-            compute_dtype=config.train.get("compute_dtype", "float32"))
-    except (TypeError, ValueError) as err:
-        raise TrainingError(f"model configuration: {err}") from None
-
-
-MAX_IMAGE_SIZE = 4096  # training crops: the largest side the CLIs accept anywhere
-MAX_READERS = 256  # data workers or threads: far beyond any host's cores
-
-
-def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
-    """Raises TrainingError naming every count or interval of `config` that cannot work."""
-    problems = []
-    for key, least in (("train.steps", 0), ("train.batch_size", 1), ("train.log_every", 1),
-                       ("train.eval_every", 0), ("data.eval_pairs", 1),
-                       ("train.image_every", 1), ("checkpoint.every_steps", 1),
-                       ("checkpoint.keep", 1), ("data.image_size", 1)):
-        section, name = key.split(".")
-        value = config[section][name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            problems.append(f"{key} must be a whole number >= {least}, got {value!r}")
-    num_devices = config.get("num_devices", -1)
-    if num_devices not in (None, -1) and not 1 <= num_devices <= device_count:
-        problems.append(f"num_devices must be -1 (all) or 1..{device_count} (the devices "
-                        f"there are), got {num_devices}")
-    threads = config.data.get("threads", 2)
-    if not isinstance(threads, int) or not 0 <= threads <= MAX_READERS:
-        problems.append(f"data.threads must be a whole number in 0..{MAX_READERS}, got "
-                        f"{threads!r}")
-    workers = config.data.get("workers", 0)
-    if not isinstance(workers, int) or isinstance(workers, bool) or \
-            not -1 <= workers <= MAX_READERS:
-        problems.append(f"data.workers must be -1 (automatic) or a whole number in "
-                        f"0..{MAX_READERS}, got {workers!r}")
-    if config.data.get("eval_pairs", 24) > 10_000:
-        problems.append(f"data.eval_pairs must be at most 10000 (scored at every eval step), "
-                        f"got {config.data.eval_pairs}")
-    if config.train.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
-        problems.append(f"train.compute_dtype must be 'float32' or 'bfloat16', got "
-                        f"{config.train.get('compute_dtype')!r} (float16 is not supported: "
-                        "it would need loss scaling)")
-    if config.vgg.get("fallback", "random") not in ("random", "off"):
-        problems.append(f"vgg.fallback must be 'random' or 'off', got "
-                        f"{config.vgg.get('fallback')!r}")
-    scale = tuple(config.data.scale_range)
-    if len(scale) != 2 or not 1 <= scale[0] <= scale[1]:
-        problems.append(f"data.scale_range must be (lo, hi) with 1 <= lo <= hi (the shorter side "
-                        f"is resized to image_size * U(lo, hi), never below image_size, so "
-                        f"factors under 1 would do nothing), got {scale}")
-    jitter = config.data.get("colour_jitter", 0.0)
-    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 1:
-        problems.append(f"data.colour_jitter must be a number in [0, 1] (0 = off), got "
-                        f"{jitter!r}")
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        problems.append(f"seed must be a whole number >= 0, got {seed!r}")
-    if config.data.image_size > MAX_IMAGE_SIZE:
-        problems.append(f"data.image_size must be at most {MAX_IMAGE_SIZE}, got "
-                        f"{config.data.image_size}")
-    for key in ("lr", "finetune_lr"):
-        value = config.optim[key]
-        if not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            problems.append(f"optim.{key} must be a number > 0, got {value!r}")
-    schedule = config.optim.get("schedule", "constant")
-    if schedule not in SCHEDULES:
-        problems.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got "
-                        f"{schedule!r}")
-    for key in ("b1", "b2"):
-        value = config.optim[key]
-        if not isinstance(value, (int, float)) or not 0 <= value < 1:
-            problems.append(f"optim.{key} must lie in [0, 1), got {value!r}")
-    for term, value in config.loss.weights.items():
-        if not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            problems.append(f"loss.weights.{term} must be a number >= 0, got {value!r}")
-    if config.train.get("eval_every", 0) and not config.data.get("eval_source"):
-        problems.append("train.eval_every needs data.eval_source (held-out images, e.g. "
-                        "'samples:chelsea,coffee' or a folder)")
-    if problems:
-        raise TrainingError("; ".join(problems))
-
-
-def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
-    """LossWeights from `config.loss.weights`; with no VGG file and vgg.fallback='off', the
-    perceptual and style weights are 0."""
-    weights = losses.LossWeights(**{k: float(v) for k, v in config.loss.weights.items()})
-    if not config.vgg.get("weights") and config.vgg.get("fallback", "random") == "off":
-        weights = dataclasses.replace(weights, **{t: 0.0 for t in losses.VGG_TERMS})
-    return weights
-
-
-def data_workers(config: ml_collections.ConfigDict) -> int:
-    """`data.workers`, with -1 resolved to `data.default_workers()`."""
-    workers = config.data.get("workers", -1)
-    return data_lib.default_workers() if workers == -1 else workers
-
-
-SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -217,11 +81,6 @@ def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
     return lambda count: jnp.where(count >= start, finetune_lr, phase_one(count))  # updates done
 
 
-def _is_encoder_bn(path: tuple) -> bool:
-    keys = [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
-    return len(keys) >= 3 and keys[0] == "encoder" and "bn" in keys
-
-
 def optimizer_transform(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Adam on the schedule; from the fine-tuning step on, encoder BatchNorm updates are zero.
 
@@ -237,7 +96,7 @@ def optimizer_transform(config: ml_collections.ConfigDict) -> optax.GradientTran
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(
-            lambda path, _: "encoder_bn" if _is_encoder_bn(path) else "rest", params)
+            lambda path, _: "encoder_bn" if is_encoder_batchnorm(path) else "rest", params)
 
     return optax.multi_transform({"rest": adam, "encoder_bn": optax.chain(adam, stop)}, labels)
 
@@ -249,8 +108,61 @@ def in_phase_two(config: ml_collections.ConfigDict, step: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# The step
+# The train state and the step
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What a run trains and how: the model, its optimizer, the loss weights and the VGG-16
+    feature network (graphdef and state; None when no loss term needs it)."""
+
+    model: PConvUNet
+    optimizer: nnx.Optimizer
+    weights: losses.LossWeights
+    vgg_graphdef: Any = None
+    vgg_state: Any = None
+    log_zero_terms: bool = False
+
+    @property
+    def record_keys(self) -> tuple[str, ...]:
+        """The metrics the step records: the loss and each term it computes."""
+        return ("loss", *losses.logged_terms(self.weights, self.log_zero_terms))
+
+    def arrays(self) -> Any:
+        """The state the step takes and returns: model and optimizer variables."""
+        return nnx.state((self.model, self.optimizer))
+
+
+def load_vgg(config: ml_collections.ConfigDict) -> vgg.VGG16Features:
+    """The VGG-16 of vgg.weights, or random weights (with a warning) when there is none,
+    computing in train.compute_dtype (its weights stored in it: cast once, not per step)."""
+    dtype = config.train.get("compute_dtype", "float32")
+    path = config.vgg.get("weights")
+    if path:
+        try:
+            return vgg.load_vgg16(path, dtype)
+        except (OSError, ValueError) as err:
+            raise TrainingError(f"vgg.weights: {err}") from None
+    return vgg.random_vgg16(config.vgg.get("random_seed", 0), dtype)
+
+
+def create_train_state(config: ml_collections.ConfigDict) -> TrainState:
+    """The model (in training mode, seeded by `config.seed`), its optimizer and the VGG-16 of
+    `config`; no VGG-16 at all when no loss term needs it."""
+    try:
+        model_cfg = config_lib.unet_config(config)
+    except config_lib.ConfigError as err:
+        raise TrainingError(str(err)) from None
+    weights = config_lib.loss_weights(config)
+    log_zero_terms = bool(config.loss.get("log_zero_terms", False))
+    model = PConvUNet(model_cfg, rngs=nnx.Rngs(config.seed))
+    model.train()
+    optimizer = nnx.Optimizer(model, optimizer_transform(config), wrt=nnx.Param)
+    state = TrainState(model, optimizer, weights, log_zero_terms=log_zero_terms)
+    if losses.needs_vgg(weights, log_zero_terms):
+        state.vgg_graphdef, state.vgg_state = nnx.split(load_vgg(config))
+    return state
 
 
 def to_float(image: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -318,6 +230,21 @@ def jit_train_step(train_step, mesh: jax.sharding.Mesh):
                    out_shardings=(replicated, replicated), donate_argnums=(0, 2))
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_step(graphdef, vgg_graphdef, weights, log_zero_terms, mesh):
+    """One jitted step per (graph, VGG graph, weights, mesh): equal configurations share it,
+    and with it jit's cache of compiled executables."""
+    return jit_train_step(make_train_step(graphdef, vgg_graphdef, weights, log_zero_terms),
+                          mesh)
+
+
+def train_step_fn(state: TrainState, mesh: jax.sharding.Mesh):
+    """The jitted step for `state`'s model as it is now (its BatchNorm frozen or not) over
+    `mesh`: called as step(state.arrays(), state.vgg_state, record, image, mask)."""
+    graphdef, _ = nnx.split((state.model, state.optimizer))
+    return _cached_step(graphdef, state.vgg_graphdef, state.weights, state.log_zero_terms, mesh)
+
+
 def make_predict(graphdef):
     """Eval-mode forward for sample grids: (state, image uint8, mask uint8) -> output [0,1]."""
 
@@ -330,331 +257,284 @@ def make_predict(graphdef):
     return predict
 
 
-# ---------------------------------------------------------------------------------------------
-# Logging
-# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=32)
+def _cached_predict(graphdef):
+    """One jitted eval-mode forward per model graph."""
+    return jax.jit(make_predict(graphdef))
 
 
-class MetricsLog:
-    """workdir/metrics.jsonl (one object per logged step) and TensorBoard scalars."""
-
-    def __init__(self, workdir: str, resume_step: int, enabled: bool):
-        self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.writer = None
-        if not enabled:
-            return
-        if os.path.exists(self.path):  # drop lines past the restored step: none is repeated
-            kept = []
-            with open(self.path) as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:  # e.g. the half line of a killed process
-                        continue
-                    if record.get("step", 0) <= resume_step:
-                        kept.append(line if line.endswith("\n") else line + "\n")
-            with open(self.path, "w") as f:
-                f.writelines(kept)
-        try:
-            from tensorboardX import SummaryWriter
-
-            # purge_step: TensorBoard hides the events a resumed run writes anew
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                        purge_step=resume_step + 1 if resume_step else None)
-        except ImportError:  # pragma: no cover - a dependency, but logging must not fail
-            self.writer = None
-
-    def write(self, record: dict) -> None:
-        """Appends one record and mirrors its numbers to TensorBoard."""
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"train/{key}", value, record["step"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        """Flushes TensorBoard."""
-        if self.writer is not None:
-            self.writer.close()
-
-
-def package_versions() -> dict:
-    """Versions of the packages a run depends on."""
-    from importlib import metadata
-
-    names = ["pconv-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
-             "numpy", "tensorflow-datasets", "ml-collections"]
-    versions = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-class StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop checks, so it can save and exit cleanly."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self.previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not in the main thread (e.g. a notebook worker): no handler
-                pass
-
-    def _handle(self, signum, _frame) -> None:
-        self.received = signal.Signals(signum).name
-
-    def agreed(self, processes: int) -> bool:
-        """Whether any process got a signal; every process gets the same answer at a step,
-        so all of them stop (and save) together instead of one waiting in a collective."""
-        if processes == 1:
-            return self.received is not None
-        from jax.experimental import multihost_utils
-
-        anyone = bool(np.any(multihost_utils.process_allgather(
-            np.int32(self.received is not None))))
-        if anyone and self.received is None:
-            self.received = "stop signal on another process"
-        return anyone
-
-    def restore(self) -> None:
-        """Puts the previous handlers back."""
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-class DevicePrefetch:
-    """Batches placed on the devices `depth` steps ahead of the one the step is running.
-
-    `state()` is the data iterator's state for the next batch a step takes, so a checkpoint
-    does not skip the batches waiting here.
-    """
-
-    def __init__(self, batches: data_lib.BatchIterator, sharding: NamedSharding, depth: int = 2):
-        self.batches, self.sharding, self.depth = batches, sharding, depth
-        self.queue: collections.deque = collections.deque()
-
-    def __next__(self) -> tuple[jax.Array, jax.Array]:
-        while len(self.queue) <= self.depth:
-            local = next(self.batches)  # {"image": (B,S,S,3) uint8, "mask": (B,S,S,1) uint8}
-            self.queue.append(tuple(
-                jax.make_array_from_process_local_data(self.sharding, local[key])
-                for key in ("image", "mask")))
-        return self.queue.popleft()
-
-    def state(self) -> dict:
-        """{"next_index": k} of the next batch `__next__` returns."""
-        return {"next_index": self.batches.get_state()["next_index"] - len(self.queue)}
-
-    def close(self) -> None:
-        """Drops the placed batches (on a CPU they may share the workers' shared memory) and
-        stops the reading workers."""
-        self.queue.clear()
-        self.batches.close()
-
-
-class HeldOut:
-    """Fixed held-out pairs scored during training: the PSNR and l1 of the model's composite,
-    and the PSNR of OpenCV's Telea fill on the same pairs, for comparison."""
-
-    def __init__(self, images: Any, size: int, count: int, seed: int):
-        from pconv_jax import evaluate, metrics
-        from pconv_jax.masks import irregular_mask
-
-        rng = np.random.default_rng(seed)
-        entries = [{"mask": irregular_mask(size, rng, float(r))}
-                   for r in np.linspace(0.05, 0.55, count)]
-        self.gts, masks = evaluate.eval_pairs(images, entries, 0, count)  # (P,S,S,3) uint8
-        self.masks = masks.astype(np.uint8)[..., None]  # (P,S,S,1) 1 = valid
-        telea = np.stack([evaluate.baseline("telea", g, m) for g, m in zip(self.gts, masks,
-                                                                            strict=True)])
-        self.metrics = metrics
-        self.telea_psnr = self._mean_psnr(telea.astype(np.float32) / 255)
-
-    def _mean_psnr(self, filled: np.ndarray) -> float:
-        """Mean PSNR over the pairs of a fill (P,S,S,3) in [0,1], composited (100 dB at most)."""
-        gt, mask = self.gts.astype(np.float32) / 255, self.masks.astype(np.float32)
-        comp = mask * gt + (1 - mask) * filled
-        return float(np.mean(np.minimum(np.asarray(self.metrics.psnr(comp, gt)), 100.0)))
-
-    def score(self, predict, state, batch: int = 8) -> dict:
-        """{"eval_psnr", "eval_l1" (% of the range), "eval_psnr_telea"} of the model now."""
-        out = np.concatenate([
-            np.asarray(predict(state, jnp.asarray(self.gts[i:i + batch]),
-                               jnp.asarray(self.masks[i:i + batch]))).clip(0, 1)
-            for i in range(0, len(self.gts), batch)])  # (P,S,S,3) in [0,1]
-        gt, mask = self.gts.astype(np.float32) / 255, self.masks.astype(np.float32)
-        comp = mask * gt + (1 - mask) * out
-        return {"eval_psnr": self._mean_psnr(out),
-                "eval_l1": float(np.mean(np.asarray(self.metrics.l1(comp, gt)))),
-                "eval_psnr_telea": self.telea_psnr}
+def predict_fn(state: TrainState):
+    """The jitted eval-mode forward of `state`'s model: predict(state.arrays(), image, mask)."""
+    graphdef, _ = nnx.split((state.model, state.optimizer))
+    return _cached_predict(graphdef)
 
 
 # ---------------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------------
 
-
-def _load_vgg(config) -> vgg.VGG16Features:
-    """The VGG-16 of vgg.weights, or random weights (with a warning) when there is none,
-    computing in train.compute_dtype (its weights stored in it: cast once, not per step)."""
-    dtype = config.train.get("compute_dtype", "float32")
-    path = config.vgg.get("weights")
-    if path:
-        try:
-            return vgg.load_vgg16(path, dtype)
-        except (OSError, ValueError) as err:
-            raise TrainingError(f"vgg.weights: {err}") from None
-    return vgg.random_vgg16(config.vgg.get("random_seed", 0), dtype)
+# the settings that decide what the variables are and mean (init_from and resuming check them;
+# older checkpoints lacking normalization or first_bias pass as the defaults)
+SHAPE_KEYS = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
+              "decoder_kernel", "normalization", "first_bias")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains per `config` in `workdir` (resuming what is there); returns the last metrics."""
-    stop = StopSignal()  # from the start: a signal during set-up also ends in a clean save
+@dataclasses.dataclass
+class Run:
+    """Where and how a run trains: its folder, mesh, batch split and this process's role."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: jax.sharding.Mesh
+    global_batch: int
+    process: int
+    processes: int
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run's files."""
+        return self.process == 0
+
+    @property
+    def replicated(self) -> NamedSharding:
+        """Sharding of the state: a full copy on every device."""
+        return NamedSharding(self.mesh, P())
+
+
+def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Checks `config`, builds the mesh and checks the run folder before anything is written."""
     try:
-        return _train(config, workdir, stop)
-    finally:
-        stop.restore()
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) -> dict:
-    """The body of `train_and_evaluate`; `stop` tells it to save and return early."""
-    # --- Set-up: devices, mesh, workdir ------------------------------------------------------
-    check_config(config, len(jax.devices()))
+        config_lib.check_config(config, len(jax.devices()))
+    except config_lib.ConfigError as err:
+        raise TrainingError(str(err)) from None
     num_devices = config.get("num_devices", -1)
     devices = jax.devices() if num_devices in (None, -1) else jax.devices()[:num_devices]
-    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
     global_batch = config.train.batch_size
     if global_batch % len(devices):
         raise TrainingError(f"train.batch_size {global_batch} is not divisible by the "
                             f"{len(devices)} devices of the mesh")
-    process, processes = jax.process_index(), jax.process_count()
-    local_batch = global_batch // processes
-    is_chief = process == 0
-    try:  # before anything is written: the run folder may overlap no input, however spelled
+    try:  # the run folder may overlap no input, however spelled
         check_outputs({"--workdir": workdir}, {
             f"data.{key}": config.data.get(key) for key in
             ("source", "masks", "eval_source", "tfds_data_dir")} | {
             "vgg.weights": config.vgg.get("weights"),
             "train.init_from": config.train.get("init_from")})
-    except OverlapError as err:
-        raise TrainingError(str(err)) from None
-    try:
         probe_writable(workdir, "--workdir")
-    except OSError as err:
+    except (OverlapError, OSError) as err:
         raise TrainingError(str(err)) from None
+    return Run(config, workdir, jax.sharding.Mesh(np.array(devices), ("data",)),
+               global_batch, jax.process_index(), jax.process_count())
 
-    # --- Model, loss, optimizer ------------------------------------------------------------------
-    model_cfg = unet_config(config)
-    weights = loss_weights(config)
-    log_zero_terms = bool(config.loss.get("log_zero_terms", False))
-    model = PConvUNet(model_cfg, rngs=nnx.Rngs(config.seed))
-    model.train()
-    optimizer = nnx.Optimizer(model, optimizer_transform(config), wrt=nnx.Param)
-    vgg_graphdef = vgg_state = None  # no VGG-16 at all when no term needs it
-    if losses.needs_vgg(weights, log_zero_terms):
-        vgg_graphdef, vgg_state = nnx.split(_load_vgg(config))
-        vgg_state = jax.device_put(vgg_state, replicated)
-    elif is_chief and not config.vgg.get("weights") and any(
-            config.loss.weights[t] for t in losses.VGG_TERMS):
-        print("no vgg.weights file (vgg.fallback='off'): the perceptual and style terms are "
-              "off; pass --config.vgg.weights=FILE to train with them", flush=True)
-    record_keys = ("loss", *losses.logged_terms(weights, log_zero_terms))
 
-    # --- Restore -------------------------------------------------------------------------------
-    checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
-    state = jax.device_put(nnx.state((model, optimizer)), replicated)
-    # the settings that decide what the variables are and mean (init_from and resuming check
-    # them; older checkpoints lacking normalization or first_bias pass as the defaults)
-    shape_keys = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
-                  "decoder_kernel", "normalization", "first_bias")
-    model_meta = {f"model.{k}": json.loads(json.dumps(getattr(model_cfg, k))) for k in shape_keys}
-    restored = checkpointer.restore(ckpt.abstract(state), check_meta=model_meta,
+def model_meta(model_cfg: UNetConfig) -> dict:
+    """{"model.NAME": value} of the settings a checkpoint's variables must match."""
+    return {f"model.{k}": json.loads(json.dumps(getattr(model_cfg, k))) for k in SHAPE_KEYS}
+
+
+def init_from(other_workdir: str, model: PConvUNet, meta: dict) -> None:
+    """Loads the model variables of another (phase-1) run's newest checkpoint into `model`."""
+    try:
+        step = ckpt.load_model(other_workdir, model, check_meta=meta)
+    except FileNotFoundError as err:
+        raise TrainingError(f"train.init_from: {err}") from None
+    print(f"initialised the model from {other_workdir} (step {step})", flush=True)
+
+
+def restore(run: Run, state: TrainState, checkpointer: ckpt.Checkpointer) -> tuple[int, Any]:
+    """Resumes from the newest readable checkpoint of the run (or starts from train.init_from):
+    (the step to start at, the data iterator's state or None). Places the state on the mesh."""
+    meta = model_meta(state.model.config)
+    arrays = jax.device_put(state.arrays(), run.replicated)
+    restored = checkpointer.restore(ckpt.abstract(arrays), check_meta=meta,
                                     delete_unreadable=True)
-    data_state = None
-    start_step = 0
+    start_step, data_state = 0, None
     if restored is not None:
-        start_step, state, data_state, _ = restored
+        start_step, arrays, data_state, _ = restored
         print(f"resuming from step {start_step} in {checkpointer.directory}", flush=True)
-    elif config.train.get("init_from"):
-        _init_from(config.train.init_from, model, model_meta)
-        state = jax.device_put(nnx.state((model, optimizer)), replicated)
-    nnx.update((model, optimizer), state)
+    elif run.config.train.get("init_from"):
+        init_from(run.config.train.init_from, state.model, meta)
+        arrays = jax.device_put(state.arrays(), run.replicated)
+    nnx.update((state.model, state.optimizer), arrays)
+    return start_step, data_state
 
-    # --- Data ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Data:
+    """The run's input: placed batches, a fixed sample batch for grids, held-out pairs."""
+
+    prefetch: DevicePrefetch
+    sample: dict
+    held_out: HeldOut | None
+
+
+def open_data(run: Run, data_state: dict | None) -> Data:
+    """The training batches of this process (resumed at `data_state`), placed two ahead."""
+    config = run.config
     try:
         source = data_lib.open_source(config.data.source, config.data.get("tfds_data_dir"))
         masks = MaskSource(config.data.image_size, config.data.get("masks") or None,
                            hole_range=tuple(config.data.hole_range))
         dataset = data_lib.train_dataset(
-            source, image_size=config.data.image_size, local_batch=local_batch, seed=config.seed,
-            masks=masks, shard_index=process, shard_count=processes,
+            source, image_size=config.data.image_size,
+            local_batch=run.global_batch // run.processes, seed=config.seed, masks=masks,
+            shard_index=run.process, shard_count=run.processes,
             scale_range=tuple(config.data.scale_range),
-            colour_jitter=config.data.get("colour_jitter", 0.0),
-        )
+            colour_jitter=config.data.get("colour_jitter", 0.0))
         sample = dataset[0]  # a fixed batch for the image grids; reads the data once
         held_out = None
-        if config.train.get("eval_every", 0) and is_chief:
+        if config.train.get("eval_every", 0) and run.is_chief:
             held_out = HeldOut(data_lib.open_source(config.data.eval_source,
                                                     config.data.get("tfds_data_dir")),
                                config.data.image_size, config.data.eval_pairs, config.seed)
     except (OSError, ValueError) as err:
         raise TrainingError(f"data: {err}") from None
-    batches = data_lib.batch_iterator(dataset, workers=data_workers(config),
+    batches = data_lib.batch_iterator(dataset, workers=config_lib.data_workers(config),
                                       threads=config.data.get("threads", 2))
     if data_state is not None:
         try:
             batches.set_state(data_state)
         except ValueError as err:
             raise TrainingError(f"checkpoint data state: {err}") from None
-    prefetch = DevicePrefetch(batches, batch_sharding, depth=2)
+    return Data(DevicePrefetch(batches, NamedSharding(run.mesh, P("data")), depth=2),
+                sample, held_out)
 
-    if is_chief:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
-        with open(os.path.join(workdir, "versions.json"), "w") as f:
+
+def write_run_files(run: Run) -> None:
+    """WORKDIR/config.json (the run's full config) and versions.json (its packages)."""
+    if run.is_chief:
+        with open(os.path.join(run.workdir, "config.json"), "w") as f:
+            f.write(run.config.to_json_best_effort(indent=1))
+        with open(os.path.join(run.workdir, "versions.json"), "w") as f:
             json.dump(package_versions(), f, indent=1)
 
-    # --- The loop ------------------------------------------------------------------------------
-    schedule = learning_rate(config)
-    step_fns: dict[bool, Any] = {}
 
-    def compiled_step(phase_two: bool):
-        if phase_two not in step_fns:
-            model.freeze_encoder_batchnorm(phase_two)
-            graphdef, _ = nnx.split((model, optimizer))
-            step_fns[phase_two] = (
-                jit_train_step(make_train_step(graphdef, vgg_graphdef, weights, log_zero_terms),
-                               mesh),
-                jax.jit(make_predict(graphdef)),
-            )
-        return step_fns[phase_two]
+def build_state(run: Run) -> TrainState:
+    """`create_train_state` of the run's config, its VGG-16 placed on the mesh."""
+    config = run.config
+    state = create_train_state(config)
+    if state.vgg_state is not None:
+        state.vgg_state = jax.device_put(state.vgg_state, run.replicated)
+    elif run.is_chief and not config.vgg.get("weights") and any(
+            config.loss.weights[t] for t in losses.VGG_TERMS):
+        print("no vgg.weights file (vgg.fallback='off'): the perceptual and style terms are "
+              "off; pass --config.vgg.weights=FILE to train with them", flush=True)
+    return state
 
-    def fresh_record():
-        return jax.device_put(empty_record(record_keys), replicated)
 
-    log = MetricsLog(workdir, start_step, enabled=is_chief)
-    progress = _Progress(config.train.steps, start_step, enabled=is_chief)
-    state = nnx.state((model, optimizer))
-    last_saved = start_step if restored is not None else None
-    metrics: dict = {}
-    step = start_step
-    tick, images_since = time.perf_counter(), 0
-    loop_start = tick  # wall_s in the records: seconds since this process entered the loop
-    record = fresh_record()  # on the device: interval sums, first non-finite step
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains per `config` in `workdir` (resuming what is there); returns the last metrics."""
+    stop = StopSignal()  # from the start: a signal during set-up also ends in a clean save
+    try:
+        # --- Set-up: devices, mesh, run folder ----------------------------------------------
+        run = set_up(config, workdir)
+        # --- Model, loss, optimizer -----------------------------------------------------------
+        state = build_state(run)
+        # --- Restore --------------------------------------------------------------------------
+        checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
+        start_step, data_state = restore(run, state, checkpointer)
+        # --- Data -----------------------------------------------------------------------------
+        data = open_data(run, data_state)
+        write_run_files(run)
+        # --- The loop and the final save ------------------------------------------------------
+        loop = Loop(run, state, data, checkpointer, stop, start_step)
+        try:
+            loop.train()
+        finally:
+            loop.close()
+    finally:
+        stop.restore()
+    nnx.update((state.model, state.optimizer), loop.arrays)
+    return {"step": loop.step, "metrics": loop.metrics, "model": state.model,
+            "checkpoints": checkpointer.directory}
 
-    def check_finite(fetched: dict) -> None:
+
+class Loop:
+    """The training loop of one process: steps, log records, grids, held-out scores, saves.
+
+    Between log steps nothing waits for the device: the step is dispatched, the next batch read
+    and placed while it runs, and the metrics stay in `record` on the device.
+    """
+
+    def __init__(self, run: Run, state: TrainState, data: Data, checkpointer: ckpt.Checkpointer,
+                 stop: StopSignal, start_step: int):
+        self.run, self.state, self.data = run, state, data
+        self.checkpointer, self.stop = checkpointer, stop
+        self.config = run.config
+        self.step = start_step
+        self.last_saved = start_step if start_step else None
+        self.metrics: dict = {}
+        self.schedule = learning_rate(self.config)
+        self.log = MetricsLog(run.workdir, start_step, enabled=run.is_chief)
+        self.progress = Progress(self.config.train.steps, start_step, enabled=run.is_chief)
+        self.arrays = state.arrays()
+        self.record = self._fresh_record()  # on the device: interval sums, first bad step
+        self.tick = self.start = time.perf_counter()  # wall_s: since this process's loop began
+        self.images_since = 0
+        self.compiled: dict[bool, tuple] = {}
+
+    def _fresh_record(self) -> dict:
+        return jax.device_put(empty_record(self.state.record_keys), self.run.replicated)
+
+    def _compiled(self):
+        """(step, predict) for the current phase: encoder BatchNorm frozen in phase 2."""
+        phase_two = in_phase_two(self.config, self.step)
+        if phase_two not in self.compiled:
+            self.state.model.freeze_encoder_batchnorm(phase_two)
+            self.compiled[phase_two] = (train_step_fn(self.state, self.run.mesh),
+                                        predict_fn(self.state))
+        return self.compiled[phase_two]
+
+    def train(self) -> None:
+        """Steps until train.steps or a stop signal; saves at the end and on a signal."""
+        train, every = self.config.train, self.config.checkpoint.every_steps
+        while self.step < train.steps:
+            # several processes agree on stopping at log steps only (a collective each time)
+            if (self.run.processes == 1 or self.step % train.log_every == 0) and \
+                    self.stop.agreed(self.run.processes):
+                break
+            train_step, predict = self._compiled()
+            try:
+                image, mask = next(self.data.prefetch)
+            except (OSError, ValueError) as err:  # e.g. no decodable image or mask file left
+                raise TrainingError(f"data at step {self.step + 1}: {err}") from None
+            self.arrays, self.record = train_step(self.arrays, self.state.vgg_state,
+                                                  self.record, image, mask)
+            self.step += 1
+            self.images_since += self.run.global_batch
+            last = self.step == train.steps
+            if self.step % train.log_every == 0 or last:
+                self._log()
+            if self.run.is_chief and (self.step % train.image_every == 0 or last):
+                write_grid(self.run.workdir, self.step, predict, self.arrays, self.data.sample)
+            if self.data.held_out is not None and (self.step % train.eval_every == 0 or last):
+                at = round(time.perf_counter() - self.start, 3)  # the scoring not included
+                self.log.write({"step": self.step, "wall_s": at,
+                                **self.data.held_out.score(predict, self.arrays)})
+            if self.step % every == 0 or last:
+                self._save()
+            self.progress.update(self.step, self.metrics)
+        if self.stop.received and self.last_saved != self.step:
+            self._save()
+        if self.stop.received:
+            print(f"\n{self.stop.received}: saved step {self.step} in "
+                  f"{self.checkpointer.directory}; run the same command to resume", flush=True)
+
+    def _log(self) -> None:
+        """Fetches the interval's sums and writes their means as one record."""
+        fetched = fetch(self.record)
+        self._check_finite(fetched)
+        now = time.perf_counter()
+        steps_in = int(fetched["steps"])
+        self.metrics = {"step": self.step,
+                        **{k: float(v) / steps_in for k, v in fetched["sums"].items()},
+                        "lr": float(self.schedule(self.step - 1)),
+                        "images_per_s": self.images_since / (now - self.tick),
+                        "wall_s": round(now - self.start, 3),
+                        "phase": 2 if in_phase_two(self.config, self.step - 1) else 1}
+        self.tick, self.images_since, self.record = now, 0, self._fresh_record()
+        self.log.write(self.metrics)
+
+    def _check_finite(self, fetched: dict) -> None:
         """TrainingError naming the first non-finite step and terms, if there was one."""
         bad_step = int(fetched["bad_step"])
         if bad_step < 0:
@@ -663,116 +543,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) ->
         raise TrainingError(
             f"non-finite loss at step {bad_step}: {', '.join(bad)} "
             f"({', '.join(f'{k}={v}' for k, v in bad.items())}). "
-            + (f"The last good checkpoint is step {last_saved} in {checkpointer.directory}; "
-               "it is left intact." if last_saved is not None
-               else "No checkpoint was saved before it.")
-        )
+            + (f"The last good checkpoint is step {self.last_saved} in "
+               f"{self.checkpointer.directory}; it is left intact."
+               if self.last_saved is not None else "No checkpoint was saved before it."))
 
-    def save(at_step: int) -> None:
-        nonlocal last_saved
-        check_finite(fetch({k: record[k] for k in ("bad_step", "bad")}))
-        checkpointer.save(at_step, state, prefetch.state(),
-                          {**model_cfg.output_settings(), **model_meta, "step": at_step,
-                           "seed": config.seed,
-                           "batch_size": global_batch})
-        last_saved = at_step
-
-    # Between log steps nothing waits for the device: the step is dispatched, the next batch
-    # read and placed while it runs, and the metrics stay in `record` on the device.
-    try:
-        while step < config.train.steps:
-            # several processes agree on stopping at log steps only (a collective each time)
-            if (processes == 1 or step % config.train.log_every == 0) and \
-                    stop.agreed(processes):
-                break
-            train_step, predict = compiled_step(in_phase_two(config, step))
-            try:
-                image, mask = next(prefetch)
-            except (OSError, ValueError) as err:  # e.g. no decodable image or mask file left
-                raise TrainingError(f"data at step {step + 1}: {err}") from None
-            state, record = train_step(state, vgg_state, record, image, mask)
-            step += 1
-            images_since += global_batch
-            if step % config.train.log_every == 0 or step == config.train.steps:
-                fetched = fetch(record)
-                check_finite(fetched)
-                now = time.perf_counter()
-                steps_in = int(fetched["steps"])
-                metrics = {"step": step,
-                           **{k: float(v) / steps_in for k, v in fetched["sums"].items()},
-                           "lr": float(schedule(step - 1)),
-                           "images_per_s": images_since / (now - tick),
-                           "wall_s": round(now - loop_start, 3),
-                           "phase": 2 if in_phase_two(config, step - 1) else 1}
-                tick, images_since, record = now, 0, fresh_record()
-                log.write(metrics)
-            if is_chief and (step % config.train.image_every == 0 or step == config.train.steps):
-                _write_grid(workdir, step, predict, state, sample)
-            if held_out is not None and (step % config.train.eval_every == 0
-                                         or step == config.train.steps):
-                at = round(time.perf_counter() - loop_start, 3)  # the scoring not included
-                log.write({"step": step, "wall_s": at, **held_out.score(predict, state)})
-            if step % config.checkpoint.every_steps == 0 or step == config.train.steps:
-                save(step)
-            progress.update(step, metrics)
-        if stop.received and last_saved != step:
-            save(step)
-        if stop.received:
-            print(f"\n{stop.received}: saved step {step} in {checkpointer.directory}; "
-                  "run the same command to resume", flush=True)
-    finally:
-        prefetch.close()
-        progress.close()
-        checkpointer.close()
-        log.close()
-    nnx.update((model, optimizer), state)
-    return {"step": step, "metrics": metrics, "model": model,
-            "checkpoints": checkpointer.directory}
-
-
-def _init_from(other_workdir: str, model: PConvUNet, model_meta: dict) -> None:
-    """Loads the model variables of another (phase-1) run's newest checkpoint into `model`."""
-    try:
-        step = ckpt.load_model(other_workdir, model, check_meta=model_meta)
-    except FileNotFoundError as err:
-        raise TrainingError(f"train.init_from: {err}") from None
-    print(f"initialised the model from {other_workdir} (step {step})", flush=True)
-
-
-def _write_grid(workdir, step, predict, state, sample) -> None:
-    """PNG grid: masked input, mask, output, composite, ground truth; one row per image."""
-    output = np.asarray(predict(state, jnp.asarray(sample["image"][:4]),
-                                jnp.asarray(sample["mask"][:4]))).clip(0, 1)
-    image = sample["image"][:4].astype(np.float32) / 255.0  # (n,S,S,3) in [0,1]
-    mask = sample["mask"][:4].astype(np.float32)
-    comp = mask * image + (1 - mask) * output
-    rows = [[image[i] * mask[i], mask[i], output[i], comp[i], image[i]] for i in range(len(image))]
-    save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), rows)
-
-
-class _Progress:
-    """tqdm progress bar (step, loss, images/s, ETA) on the chief process."""
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                            file=sys.stderr, mininterval=1.0)
-
-    def update(self, step: int, metrics: dict) -> None:
-        if self.bar is None:
-            return
-        self.bar.n = step
-        if metrics:
-            self.bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
-                                 img_s=f"{metrics.get('images_per_s', 0):.2f}", refresh=False)
-        self.bar.refresh()
+    def _save(self) -> None:
+        """Checkpoints the state, the data position and the run's settings at this step."""
+        self._check_finite(fetch({k: self.record[k] for k in ("bad_step", "bad")}))
+        model_cfg = self.state.model.config
+        meta = {**model_cfg.output_settings(), **model_meta(model_cfg), "step": self.step,
+                "seed": self.config.seed, "batch_size": self.run.global_batch}
+        self.checkpointer.save(self.step, self.arrays, self.data.prefetch.state(), meta)
+        self.last_saved = self.step
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        """Stops the readers, closes the bar, waits for the last save and flushes the log."""
+        self.data.prefetch.close()
+        self.progress.close()
+        self.checkpointer.close()
+        self.log.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,75 +597,16 @@ def _latest_grid(workdir: str) -> str:
     return os.path.join(folder, grids[-1]) if grids else folder
 
 
-def _config_path(argv: list[str]) -> str | None:
-    """The file given with --config FILE[:ARGS] or --config=FILE[:ARGS]."""
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1].split(":")[0]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1].split(":")[0]
-    return None
-
-
-def parse_config_flags(flag_values, argv: list[str]) -> str | None:
-    """Parses absl flags with a --config file; returns an error message instead of raising."""
-    from absl import flags
-
-    config_path = _config_path(argv)
-    if config_path and not os.path.isfile(config_path):
-        return f"config file not found: {config_path}"
-    try:
-        rest = flag_values(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
-        if isinstance(err, AttributeError) and "get_config" in str(err):
-            return f"config file {config_path} has no get_config() function"
-        if isinstance(err, (AttributeError, KeyError)):
-            overrides = " ".join(a.split("=")[0] for a in argv if a.startswith("--config."))
-            # ml_collections' text may hold escaped quotes and a newline: one plain line
-            text = str(err.args[0] if err.args else err)
-            for junk, plain in (("\\n", "; "), ("\n", "; "), ("\\'", ""), ("'", "")):
-                text = text.replace(junk, plain)
-            return f"unknown config key {text} (overrides given: {overrides})"
-        if "Traceback" in str(err):  # an error raised by the config file: its last line
-            last = str(err).strip().splitlines()[-1]
-            return f"config file {config_path}: {last}"
-        return str(err)
-    except Exception as err:  # noqa: BLE001 - the config file is user code: any error is theirs
-        return f"cannot load config file {config_path}: {type(err).__name__}: {err}"
-    if len(rest) > 1:  # rest[0] is the program
-        return (f"unexpected argument(s) {' '.join(rest[1:])}: settings are given as "
-                "--config.KEY=VALUE")
-    return None
-
-
-def _as_flag(value: Any) -> str:
-    """A config value as it is typed after --config.KEY=."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (tuple, list)):
-        return "(" + ",".join(str(v) for v in value) + ")"
-    return "''" if value == "" else str(value)
-
-
 def help_text(flag_values, usage: str) -> str:
     """--help: what the command does, its flags, and every config key with its default."""
-    flat = []
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, ml_collections.ConfigDict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat.append(f"  --config.{prefix}{key}={_as_flag(value)}")
-
-    walk(default_config(), "")
+    keys = [f"  {flag}" for flag in config_lib.as_flags(config_lib.flat_items(default_config()))]
     flags_help = "\n".join(f"  --{name}: {flag_values[name].help}" for name in
                            ("config", "workdir", "coordinator_address", "num_processes",
                             "process_id"))
     return (f"Trains the partial-convolution UNet (Liu et al. 2018) from an experiment config; "
             f"the same command resumes a stopped run.\n\n{usage}\n\nflags:\n{flags_help}\n\n"
             "config keys (defaults below: the paper's settings; a config file overrides some, "
-            "--config.KEY=VALUE any; README.md 'Training' explains them):\n" + "\n".join(flat))
+            "--config.KEY=VALUE any; docs/training.md explains them):\n" + "\n".join(keys))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -901,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
         print(help_text(flag_values, usage))
         sys.exit(0)
-    error = parse_config_flags(flag_values, argv)
+    error = config_lib.parse_config_flags(flag_values, argv)
     if error:
         print(f"error: {error}\n{usage}", file=sys.stderr)
         sys.exit(2)
