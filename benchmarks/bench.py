@@ -17,6 +17,7 @@ Markdown table and are written as JSON with the machine, versions and date.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -25,6 +26,7 @@ import platform
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -218,20 +220,32 @@ def bench_loss(size: int, batch: int, repeats: int) -> dict:
     return result
 
 
-def _train_state(config: UNetConfig, compute_dtype: str = "float32"):
-    """(train config, graphdef, state) of a fresh model and optimizer for `config`."""
+def train_config(net: UNetConfig, batch: int, compute_dtype: str = "float32",
+                 weights: losses.LossWeights | None = None):
+    """The default run config with `net`'s model settings and size, `batch`, `compute_dtype`
+    and the loss `weights` (the paper's by default); no VGG file: random VGG-16 weights."""
+    from pconv_jax import config as config_lib
+
+    overrides = {"data.image_size": net.image_size, "train.batch_size": batch,
+                 "train.compute_dtype": compute_dtype,
+                 **{f"model.{k}": v for k, v in config_lib.model_settings(net).items()},
+                 **{f"loss.weights.{k}": v for k, v in
+                    dataclasses.asdict(weights or losses.LossWeights()).items()}}
+    return config_lib.apply_overrides(config_lib.default_config(), overrides)
+
+
+def _train_state(config):
+    """train.create_train_state(config), without the random-VGG warning (intended here)."""
     from pconv_jax import train
 
-    cfg = train.default_config()
-    cfg.data.image_size = config.image_size
-    cfg.train.compute_dtype = compute_dtype
-    for key in ("depth", "encoder_widths", "encoder_kernels"):
-        cfg.model[key] = getattr(config, key)
-    model = PConvUNet(train.unet_config(cfg), rngs=nnx.Rngs(0))
-    model.train()
-    optimizer = nnx.Optimizer(model, train.optimizer_transform(cfg), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
-    return cfg, graphdef, state
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="VGG-16 with RANDOM weights")
+        return train.create_train_state(config)
+
+
+def _one_device_mesh() -> jax.sharding.Mesh:
+    """The training step's mesh on the first device alone."""
+    return jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
 
 
 def _uint8_batch(batch: int, size: int):
@@ -242,14 +256,15 @@ def _uint8_batch(batch: int, size: int):
     return image.astype(jnp.uint8), mask
 
 
-def _time_steps(step, state, args: tuple, repeats: int) -> float:
-    """Median seconds of `state, record = step(state, *args)`, the state donated."""
+def _time_steps(step, carry: tuple, repeats: int) -> float:
+    """Median seconds of `carry = step(*carry)` after two warm-up calls: each call takes the
+    last one's outputs, since the step donates its buffers."""
     for _ in range(2):
-        state, _ = jax.block_until_ready(step(state, *args))
+        carry = jax.block_until_ready(step(*carry))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        state, _ = jax.block_until_ready(step(state, *args))
+        carry = jax.block_until_ready(step(*carry))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -257,23 +272,20 @@ def _time_steps(step, state, args: tuple, repeats: int) -> float:
 def bench_train_step(config: UNetConfig, batch: int, repeats: int,
                      compute_dtype: str = "float32",
                      weights: losses.LossWeights | None = None) -> dict:
-    """One jitted training step (UNet fwd+bwd, the loss for `weights` (the paper's), Adam)."""
+    """One jitted training step (UNet fwd+bwd, the loss for `weights` (the paper's), Adam):
+    train.train_step_fn on a one-device mesh, as the training loop runs it."""
     from pconv_jax import train
 
     weights = weights or losses.LossWeights()
-    _, graphdef, state = _train_state(config, compute_dtype)
-    vgg_graphdef = vgg_state = None
-    if losses.needs_vgg(weights):
-        vgg_graphdef, vgg_state = nnx.split(vgg.VGG16Features(vgg.random_weights(0),
-                                                              compute_dtype))
-    step = train.make_train_step(graphdef, vgg_graphdef, weights)
+    state = _train_state(train_config(config, batch, compute_dtype, weights))
+    step = train.train_step_fn(state, _one_device_mesh())
+    arrays, record = state.arrays(), train.empty_record(state.record_keys)
     image, mask = _uint8_batch(batch, config.image_size)
-    record = train.empty_record(("loss", *losses.logged_terms(weights)))
-    stats = compiled_stats(step, state, vgg_state, record, image, mask)
-    by_dtype = flops_by_dtype(jax.jit(step).lower(state, vgg_state, record, image,
-                                                  mask).as_text())
-    seconds = _time_steps(jax.jit(step, donate_argnums=0), state,
-                          (vgg_state, record, image, mask), repeats)
+    args = (arrays, state.vgg_state, record, image, mask)
+    stats = compiled_stats(step, *args)
+    by_dtype = flops_by_dtype(step.lower(*args).as_text())
+    seconds = _time_steps(lambda a, r: step(a, state.vgg_state, r, image, mask),
+                          (arrays, record), repeats)  # both donated: threaded through
     loss = "full loss" if weights == losses.LossWeights() else "l1 terms only"
     return {
         "net": f"UNet depth {config.depth} @ {config.image_size}px + {loss}", "batch": batch,
@@ -332,27 +344,22 @@ L1_ONLY = losses.LossWeights(perceptual=0, style_out=0, style_comp=0)
 def bench_l1_step(config: UNetConfig, batch: int, repeats: int) -> dict:
     """The l1-only step (no VGG) against the UNet's own forward+backward (+ Adam): the cost
     of everything that is not the network."""
-    _, graphdef, state = _train_state(config)
+    state = _train_state(train_config(config, batch, weights=L1_ONLY))
+    graphdef, arrays = nnx.split((state.model, state.optimizer))
     image, mask = _uint8_batch(batch, config.image_size)
     target, fmask = image.astype(jnp.float32) / 127.5 - 1, mask.astype(jnp.float32)
 
-    def bare(state, target, mask):  # forward, backward and Adam on a plain l1 loss
-        model, optimizer = nnx.merge(graphdef, state)
+    def bare(arrays, target, mask):  # forward, backward and Adam on a plain l1 loss
+        model, optimizer = nnx.merge(graphdef, arrays)
         grads = nnx.grad(lambda m: jnp.mean(jnp.abs(m(target, mask)[0] - target)))(model)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer))
 
-    bare_stats = compiled_stats(bare, state, target, fmask)
+    bare_stats = compiled_stats(bare, arrays, target, fmask)
     jitted = jax.jit(bare, donate_argnums=0)
-    for _ in range(2):
-        state = jax.block_until_ready(jitted(state, target, fmask))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        state = jax.block_until_ready(jitted(state, target, fmask))
-        times.append(time.perf_counter() - start)
+    bare_seconds = _time_steps(lambda a: (jitted(a, target, fmask),), (arrays,), repeats)
     row = bench_train_step(config, batch, repeats, weights=L1_ONLY)
-    row.update(bare_seconds=statistics.median(times), bare_flops=bare_stats["flops"])
+    row.update(bare_seconds=bare_seconds, bare_flops=bare_stats["flops"])
     row["time_ratio"] = row["seconds_per_step"] / row["bare_seconds"]
     row["flops_ratio"] = row["flops"] / row["bare_flops"]
     return row
@@ -617,7 +624,203 @@ def machine() -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# The sections: each runs its benchmarks, prints its table and stores its rows in `results`
+# ---------------------------------------------------------------------------------------------
+
+
+def run_ceiling(args, results: dict) -> None:
+    """The measured float32 matmul and convolution rates (the blocks' ceiling)."""
+    roof = results["ceiling"] = ceiling(args.repeats)
+    print(f"ceiling: matmul 4096^3 {roof['matmul_gflops_per_s']:.0f} GFLOP/s, "
+          f"conv 3x3 64x64x768->256 {roof['conv_gflops_per_s']:.0f} GFLOP/s, "
+          f"NumPy's BLAS matmul {roof['numpy_matmul_gflops_per_s']:.0f} GFLOP/s")
+
+
+def run_blocks(args, results: dict) -> None:
+    """The 512 px forward block by block (64 px tiny net with --quick), against the ceiling."""
+    results["blocks"] = bench_blocks(
+        UNetConfig.tiny(4, 8, 64) if args.quick else UNetConfig.paper(), repeats=args.repeats,
+        ceiling_gflops=results["ceiling"]["conv_gflops_per_s"])
+
+
+def run_layers(args, results: dict) -> None:
+    """partial_conv against plain convolution, layer by layer."""
+    rows = results["ops"] = [row for spec in (QUICK_LAYERS if args.quick else LAYERS)
+                             for row in bench_layer(*spec, repeats=args.repeats)]
+    print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['layer']} | {r['mode']} | {r['partial_conv_s'] * 1e3:.1f} | "
+              f"{r['plain_conv_s'] * 1e3:.1f} | {r['ratio']:.3f} | {r['flops'] / 1e9:.2f} | "
+              f"{r['gflops_per_s']:.0f} |")
+
+
+def run_nets(args, results: dict) -> None:
+    """The UNet's eval-mode forward at 256 px (and 512 px without --quick)."""
+    configs = [UNetConfig.paper_256()] if args.quick else [UNetConfig.paper_256(),
+                                                           UNetConfig.paper()]
+    rows = results["unet"] = [bench_unet(cfg, batch=1, repeats=args.repeats) for cfg in configs]
+    print("\n| network (eval forward) | batch | s/batch | images/s | GFLOP | GFLOP/s | "
+          "XLA peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
+        print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
+              f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
+              f"{peak} |")
+
+
+def run_losses(args, results: dict) -> None:
+    """The loss against its VGG forward floor at 256 px (and 512 px without --quick)."""
+    rows = results["loss"] = [bench_loss(size, batch=1, repeats=args.repeats)
+                              for size in ((256,) if args.quick else (256, 512))]
+    print("\n| loss (VGG16 pool1-3, batch 1) | loss fwd ms | 3 VGG fwd ms | ratio | "
+          "loss fwd+bwd ms | floor fwd+bwd ms | ratio | loss GFLOP fwd |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']}px | {r['loss_fwd_s'] * 1e3:.1f} | {r['vgg3_fwd_s'] * 1e3:.1f} | "
+              f"{r['fwd_ratio']:.3f} | {r['loss_fwd_bwd_s'] * 1e3:.1f} | "
+              f"{r['vgg3_fwd_bwd_s'] * 1e3:.1f} | {r['fwd_bwd_ratio']:.3f} | "
+              f"{r['loss_fwd_flops'] / 1e9:.1f} |")
+
+
+def run_ops(args, results: dict) -> None:
+    """Layers, networks and losses (only when no --only is given)."""
+    run_layers(args, results)
+    run_nets(args, results)
+    run_losses(args, results)
+
+
+def run_inpaint(args, results: dict) -> None:
+    """The Inpainter at 512 px, then paper_256 and the converted naoto0804 net in turn."""
+    rows = [bench_inpainter(UNetConfig.paper(), batch=4, repeats=3)]
+    # the converted Places2 model beside the paper's net at 256 px, in alternation
+    rows += bench_inpainters_alternating(
+        {"paper_256": UNetConfig.paper_256(), "naoto0804 converted": naoto0804_config()},
+        batch=4, repeats=args.repeats)
+    results["inpaint"] = rows
+    print("\n| inference | batch | s/batch | images/s | evaluation pairs/s (model + 3 "
+          "baselines + metrics) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        evaluation = f"{r['eval_pairs_per_s']:.2f}" if "eval_pairs_per_s" in r else ""
+        print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
+              f"{r['images_per_s']:.2f} | {evaluation} |")
+
+
+def run_train(args, results: dict) -> None:
+    """The full-loss training step (256 px, and 512 px without --quick) and the l1-only step
+    against the bare UNet fwd+bwd+Adam."""
+    rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=args.repeats)]
+    if not args.quick:
+        rows.append(bench_train_step(UNetConfig.paper(), batch=1, repeats=3))
+    results["train"] = rows
+    results["l1_step"] = [bench_l1_step(UNetConfig.paper_256(), batch=1, repeats=args.repeats)]
+    print("\n| training step (paper net, full loss) | batch | s/step | images/s | "
+          "GFLOP/step | GFLOP/s | XLA peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
+        print(f"| {r['net']} ({r['compute_dtype']}) | {r['batch']} | "
+              f"{r['seconds_per_step']:.3f} | {r['images_per_s']:.3f} | {r['flops'] / 1e9:.1f} | "
+              f"{r['gflops_per_s']:.0f} | {peak} |")
+    for r in results["l1_step"]:
+        print(f"\n| l1-only step | s/step | UNet fwd+bwd+Adam s | time ratio | FLOP ratio |\n"
+              f"|---|---|---|---|---|\n| {r['net']} | {r['seconds_per_step']:.3f} | "
+              f"{r['bare_seconds']:.3f} | {r['time_ratio']:.3f} | {r['flops_ratio']:.3f} |")
+
+
+def run_pipeline(args, results: dict) -> None:
+    """The input pipeline's images/s by size and worker count, on generated JPEG folders."""
+    images, masks_dir = photo_folders(args.data)
+    sizes = (64, 256) if args.quick else (64, 256, 512)
+    rows = results["pipeline"] = [bench_pipeline(images, masks_dir, size, workers)
+                                  for size in sizes for workers in (1, 2)]
+    print("\n| pipeline (680x512 JPEGs + 512 px mask PNGs) | workers x threads | images/s | "
+          "receiver CPU ms/image |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} px, batch {r['batch']} | {r['workers']} x {r['threads']} | "
+              f"{r['images_per_s']:.0f} | {r['receiver_cpu_ms_per_image']:.3f} |")
+
+
+def run_loop(args, results: dict) -> None:
+    """The training CLI's logged images/s against its bare step (the same generated folders
+    as the pipeline section: made once, reused)."""
+    images, masks_dir = photo_folders(args.data)
+    rows = results["loop"] = [bench_loop(images, masks_dir, os.path.join(args.data, "loop_run"),
+                                         repeats=args.repeats)]
+    for r in rows:
+        print(f"\n| training loop | CLI logged images/s | bare step images/s | ratio |\n"
+              f"|---|---|---|---|\n| {r['net']} | {r['cli_images_per_s']:.0f} | "
+              f"{r['bare_step_images_per_s']:.0f} | {r['ratio']:.2f} |")
+
+
+def run_dtype(args, results: dict) -> None:
+    """The full-loss step in float32 and in bfloat16, with MFU where the device is known."""
+    on_gpu = jax.default_backend() == "gpu"  # the issue's target shape: 512 px, batch 6
+    rows = results["dtype"] = [
+        bench_train_step(UNetConfig.paper() if on_gpu else UNetConfig.paper_256(),
+                         batch=6 if on_gpu else 1, repeats=args.repeats, compute_dtype=dtype)
+        for dtype in ("float32", "bfloat16")]
+    for r in rows:
+        r["mfu"] = mfu(r["flops"] / r["seconds_per_step"], r["compute_dtype"])
+    print(f"\n| step, {rows[0]['net']}, batch {rows[0]['batch']} | s/step | "
+          "conv+dot GFLOP bf16 | f32 | bf16 share | MFU |\n|---|---|---|---|---|---|")
+    for r in rows:
+        f = r["conv_dot_flops_by_dtype"]
+        share = f.get("bf16", 0) / sum(f.values())
+        print(f"| {r['compute_dtype']} | {r['seconds_per_step']:.3f} | "
+              f"{f.get('bf16', 0) / 1e9:.1f} | {f.get('f32', 0) / 1e9:.1f} | "
+              f"{100 * share:.1f} % | "
+              f"{_percent(r['mfu'])} |")
+
+
+def run_metrics(args, results: dict) -> None:
+    """FID Inception, LPIPS and a whole evaluation with both."""
+    rows = results["metrics"] = [bench_metrics(args.repeats, pairs=200 if args.quick else 1000)]
+    for r in rows:
+        print(f"\n| FID Inception 299 px images/s | LPIPS 256 px pairs/s | LPIPS, 4 "
+              f"methods per target, pairs/s | evaluate {r['evaluate_pairs']} pairs at "
+              f"{r['evaluate_size']} px with both, s |\n|---|---|---|---|\n"
+              f"| {r['inception_images_per_s']:.1f} | {r['lpips_pairs_per_s']:.1f} | "
+              f"{r['lpips_eval_pairs_per_s']:.1f} | {r['evaluate_seconds']:.0f} |")
+
+
+def run_export(args, results: dict) -> None:
+    """Deployment files (StableHLO, ONNX) against the JAX Inpainter."""
+    rows = results["export"] = bench_export(args.repeats)
+    print("\n| export: paper net, float32 | batch x size | JAX Inpainter images/s | "
+          "StableHLO images/s | onnxruntime CPU images/s | ORT speed-up vs StableHLO | "
+          "vs Inpainter |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['net']} | {r['batch']} x {r['size']} px | "
+              f"{r['jax_inpainter_images_per_s']:.2f} | {r['stablehlo_images_per_s']:.2f} | "
+              f"{r['onnxruntime_images_per_s']:.2f} | {r['onnxruntime_vs_stablehlo']:.2f} | "
+              f"{r['onnxruntime_vs_inpainter']:.2f} |")
+
+
+# (the --only values that run a section (None: no --only), the section), in running order
+SECTIONS = (
+    ((None, "blocks"), run_ceiling),
+    (("blocks",), run_blocks),
+    ((None,), run_ops),
+    ((None, "inpaint"), run_inpaint),
+    ((None, "train"), run_train),
+    ((None, "pipeline"), run_pipeline),
+    ((None, "loop"), run_loop),
+    ((None, "dtype"), run_dtype),
+    ((None, "metrics"), run_metrics),
+    ((None, "export"), run_export),
+)
+# the JSON file's keys after "machine" and "repeats", each empty unless its section ran
+RESULT_KEYS = {"ceiling": dict, "ops": list, "unet": list, "loss": list, "train": list,
+               "inpaint": list, "blocks": list, "l1_step": list, "pipeline": list,
+               "loop": list, "metrics": list, "dtype": list, "export": list}
+
+
 def main() -> None:
+    """Runs the sections `--only` selects (all without it) and writes their rows as JSON."""
     parser = argparse.ArgumentParser(description="pconv-jax benchmarks")
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
@@ -629,153 +832,16 @@ def main() -> None:
     parser.add_argument("--data", default="/tmp/pconv_bench_data",
                         help="folder for the generated JPEG and mask folders (pipeline, loop)")
     args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 7)
+    args.repeats = args.repeats or (3 if args.quick else 7)
 
-    roof, op_rows, net_rows, loss_rows, block_rows = {}, [], [], [], []
-    if args.only in (None, "blocks"):
-        roof = ceiling(repeats)
-        print(f"ceiling: matmul 4096^3 {roof['matmul_gflops_per_s']:.0f} GFLOP/s, "
-              f"conv 3x3 64x64x768->256 {roof['conv_gflops_per_s']:.0f} GFLOP/s, "
-              f"NumPy's BLAS matmul {roof['numpy_matmul_gflops_per_s']:.0f} GFLOP/s")
-    if args.only == "blocks":
-        block_rows = bench_blocks(UNetConfig.tiny(4, 8, 64) if args.quick else UNetConfig.paper(),
-                                  repeats=repeats, ceiling_gflops=roof["conv_gflops_per_s"])
-    if args.only is None:
-        layers = QUICK_LAYERS if args.quick else LAYERS
-        op_rows = [row for spec in layers for row in bench_layer(*spec, repeats=repeats)]
-        print("\n| layer | mode | partial_conv ms | plain conv ms | ratio | GFLOP | GFLOP/s |")
-        print("|---|---|---|---|---|---|---|")
-        for r in op_rows:
-            print(f"| {r['layer']} | {r['mode']} | {r['partial_conv_s'] * 1e3:.1f} | "
-                  f"{r['plain_conv_s'] * 1e3:.1f} | {r['ratio']:.3f} | {r['flops'] / 1e9:.2f} | "
-                  f"{r['gflops_per_s']:.0f} |")
-
-        configs = [UNetConfig.paper_256()] if args.quick else [UNetConfig.paper_256(),
-                                                               UNetConfig.paper()]
-        net_rows = [bench_unet(cfg, batch=1, repeats=repeats) for cfg in configs]
-        print("\n| network (eval forward) | batch | s/batch | images/s | GFLOP | GFLOP/s | "
-              "XLA peak MB |")
-        print("|---|---|---|---|---|---|---|")
-        for r in net_rows:
-            peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
-            print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
-                  f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
-                  f"{peak} |")
-
-        loss_rows = [bench_loss(size, batch=1, repeats=repeats)
-                     for size in ((256,) if args.quick else (256, 512))]
-        print("\n| loss (VGG16 pool1-3, batch 1) | loss fwd ms | 3 VGG fwd ms | ratio | "
-              "loss fwd+bwd ms | floor fwd+bwd ms | ratio | loss GFLOP fwd |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in loss_rows:
-            print(f"| {r['size']}px | {r['loss_fwd_s'] * 1e3:.1f} | {r['vgg3_fwd_s'] * 1e3:.1f} | "
-                  f"{r['fwd_ratio']:.3f} | {r['loss_fwd_bwd_s'] * 1e3:.1f} | "
-                  f"{r['vgg3_fwd_bwd_s'] * 1e3:.1f} | {r['fwd_bwd_ratio']:.3f} | "
-                  f"{r['loss_fwd_flops'] / 1e9:.1f} |")
-
-    inpaint_rows = []
-    if args.only in (None, "inpaint"):
-        inpaint_rows = [bench_inpainter(UNetConfig.paper(), batch=4, repeats=3)]
-        # the converted Places2 model beside the paper's net at 256 px, in alternation
-        inpaint_rows += bench_inpainters_alternating(
-            {"paper_256": UNetConfig.paper_256(), "naoto0804 converted": naoto0804_config()},
-            batch=4, repeats=repeats)
-        print("\n| inference | batch | s/batch | images/s | evaluation pairs/s (model + 3 "
-              "baselines + metrics) |")
-        print("|---|---|---|---|---|")
-        for r in inpaint_rows:
-            evaluation = f"{r['eval_pairs_per_s']:.2f}" if "eval_pairs_per_s" in r else ""
-            print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
-                  f"{r['images_per_s']:.2f} | {evaluation} |")
-    train_rows, l1_rows = [], []
-    if args.only in (None, "train"):
-        train_rows = [bench_train_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
-        if not args.quick:
-            train_rows.append(bench_train_step(UNetConfig.paper(), batch=1, repeats=3))
-        l1_rows = [bench_l1_step(UNetConfig.paper_256(), batch=1, repeats=repeats)]
-    if train_rows:
-        print("\n| training step (paper net, full loss) | batch | s/step | images/s | "
-              "GFLOP/step | GFLOP/s | XLA peak MB |")
-        print("|---|---|---|---|---|---|---|")
-    for r in train_rows:
-        peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
-        print(f"| {r['net']} ({r['compute_dtype']}) | {r['batch']} | "
-              f"{r['seconds_per_step']:.3f} | {r['images_per_s']:.3f} | {r['flops'] / 1e9:.1f} | "
-              f"{r['gflops_per_s']:.0f} | {peak} |")
-
-    for r in l1_rows:
-        print(f"\n| l1-only step | s/step | UNet fwd+bwd+Adam s | time ratio | FLOP ratio |\n"
-              f"|---|---|---|---|---|\n| {r['net']} | {r['seconds_per_step']:.3f} | "
-              f"{r['bare_seconds']:.3f} | {r['time_ratio']:.3f} | {r['flops_ratio']:.3f} |")
-
-    pipeline_rows, loop_rows = [], []
-    if args.only in (None, "pipeline", "loop"):
-        images, masks_dir = photo_folders(args.data)
-    if args.only in (None, "pipeline"):
-        sizes = (64, 256) if args.quick else (64, 256, 512)
-        pipeline_rows = [bench_pipeline(images, masks_dir, size, workers)
-                         for size in sizes for workers in (1, 2)]
-        print("\n| pipeline (680x512 JPEGs + 512 px mask PNGs) | workers x threads | images/s | "
-              "receiver CPU ms/image |\n|---|---|---|---|")
-        for r in pipeline_rows:
-            print(f"| {r['size']} px, batch {r['batch']} | {r['workers']} x {r['threads']} | "
-                  f"{r['images_per_s']:.0f} | {r['receiver_cpu_ms_per_image']:.3f} |")
-    if args.only in (None, "loop"):
-        loop_rows = [bench_loop(images, masks_dir, os.path.join(args.data, "loop_run"),
-                                repeats=repeats)]
-        for r in loop_rows:
-            print(f"\n| training loop | CLI logged images/s | bare step images/s | ratio |\n"
-                  f"|---|---|---|---|\n| {r['net']} | {r['cli_images_per_s']:.0f} | "
-                  f"{r['bare_step_images_per_s']:.0f} | {r['ratio']:.2f} |")
-
-    dtype_rows = []
-    if args.only in (None, "dtype"):  # the full-loss step in float32 and in bfloat16
-        on_gpu = jax.default_backend() == "gpu"  # the issue's target shape: 512 px, batch 6
-        dtype_rows = [bench_train_step(UNetConfig.paper() if on_gpu else UNetConfig.paper_256(),
-                                       batch=6 if on_gpu else 1, repeats=repeats,
-                                       compute_dtype=dtype) for dtype in ("float32", "bfloat16")]
-        for r in dtype_rows:
-            r["mfu"] = mfu(r["flops"] / r["seconds_per_step"], r["compute_dtype"])
-        print(f"\n| step, {dtype_rows[0]['net']}, batch {dtype_rows[0]['batch']} | s/step | "
-              "conv+dot GFLOP bf16 | f32 | bf16 share | MFU |\n|---|---|---|---|---|---|")
-        for r in dtype_rows:
-            f = r["conv_dot_flops_by_dtype"]
-            share = f.get("bf16", 0) / sum(f.values())
-            print(f"| {r['compute_dtype']} | {r['seconds_per_step']:.3f} | "
-                  f"{f.get('bf16', 0) / 1e9:.1f} | {f.get('f32', 0) / 1e9:.1f} | "
-                  f"{100 * share:.1f} % | "
-                  f"{_percent(r['mfu'])} |")
-
-    metric_rows = []
-    if args.only in (None, "metrics"):
-        metric_rows = [bench_metrics(repeats, pairs=200 if args.quick else 1000)]
-        for r in metric_rows:
-            print(f"\n| FID Inception 299 px images/s | LPIPS 256 px pairs/s | LPIPS, 4 "
-                  f"methods per target, pairs/s | evaluate {r['evaluate_pairs']} pairs at "
-                  f"{r['evaluate_size']} px with both, s |\n|---|---|---|---|\n"
-                  f"| {r['inception_images_per_s']:.1f} | {r['lpips_pairs_per_s']:.1f} | "
-                  f"{r['lpips_eval_pairs_per_s']:.1f} | {r['evaluate_seconds']:.0f} |")
-
-    export_rows = []
-    if args.only in (None, "export"):  # deployment files against the JAX Inpainter
-        export_rows = bench_export(repeats)
-        print("\n| export: paper net, float32 | batch x size | JAX Inpainter images/s | "
-              "StableHLO images/s | onnxruntime CPU images/s | ORT speed-up vs StableHLO | "
-              "vs Inpainter |\n|---|---|---|---|---|---|---|")
-        for r in export_rows:
-            print(f"| {r['net']} | {r['batch']} x {r['size']} px | "
-                  f"{r['jax_inpainter_images_per_s']:.2f} | {r['stablehlo_images_per_s']:.2f} | "
-                  f"{r['onnxruntime_images_per_s']:.2f} | {r['onnxruntime_vs_stablehlo']:.2f} | "
-                  f"{r['onnxruntime_vs_inpainter']:.2f} |")
+    results = {key: empty() for key, empty in RESULT_KEYS.items()}
+    for only, section in SECTIONS:
+        if args.only in only:
+            section(args, results)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": machine(), "repeats": repeats, "ceiling": roof, "ops": op_rows,
-                   "unet": net_rows, "loss": loss_rows, "train": train_rows,
-                   "inpaint": inpaint_rows, "blocks": block_rows, "l1_step": l1_rows,
-                   "pipeline": pipeline_rows, "loop": loop_rows, "metrics": metric_rows,
-                   "dtype": dtype_rows, "export": export_rows},
-                  f, indent=1)
+        json.dump({"machine": machine(), "repeats": args.repeats, **results}, f, indent=1)
     print(f"\nwrote {args.out}")
 
 

@@ -1,6 +1,7 @@
 """compute_dtype=bfloat16 through the whole step: the UNet's and VGG-16's convolutions in
 bfloat16, float32 where precision matters, and a loss that trains like float32's."""
 
+import dataclasses
 import json
 import re
 
@@ -13,7 +14,7 @@ from flax import nnx
 from pconv_jax import config as config_lib
 from pconv_jax import losses, train, vgg
 from pconv_jax.model import PConvUNet
-from tests.train_util import tiny_config
+from tests.train_util import one_device_step, tiny_config
 
 TENSOR = re.compile(r"tensor<([0-9x]*)x?(bf16|f32|f16|i\d+|i1)>")
 
@@ -23,18 +24,13 @@ def _step_and_inputs(compute_dtype: str, weights: losses.LossWeights | None = No
     `weights` says otherwise."""
     config = tiny_config(steps=1)
     config.train.compute_dtype = compute_dtype
-    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
-    model.train()
-    optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
-    features = vgg.VGG16Features(vgg.random_weights(0), compute_dtype)
-    weights = weights or losses.LossWeights()
-    step = jax.jit(train.make_train_step(graphdef, nnx.graphdef(features), weights))
+    if weights is not None:
+        config.loss.weights.update(dataclasses.asdict(weights))
+    step, built = one_device_step(config)
     rng = np.random.default_rng(0)
     image = jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3), np.uint8))
     mask = jnp.asarray((rng.uniform(size=(2, 32, 32, 1)) > 0.3).astype(np.uint8))
-    args = (state, nnx.state(features),
-            train.empty_record(("loss", *losses.logged_terms(weights))), image, mask)
+    args = (built.arrays(), built.vgg_state, train.empty_record(built.record_keys), image, mask)
     return step, args
 
 

@@ -16,9 +16,9 @@ from flax import nnx
 
 from pconv_jax import checkpoint as ckpt
 from pconv_jax import config as config_lib
-from pconv_jax import losses, run_utils, train, vgg
+from pconv_jax import losses, optim, run_utils, train
 from pconv_jax.model import PConvUNet
-from tests.train_util import TINY_CLI_OVERRIDES, model_arrays, tiny_config
+from tests.train_util import TINY_CLI_OVERRIDES, model_arrays, one_device_step, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:VGG-16 with RANDOM weights")
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -141,14 +141,8 @@ def test_tfds_source_without_tensorflow_datasets_is_one_line(tmp_path, monkeypat
 @pytest.mark.slow
 def test_hole_loss_halves_on_a_fixed_batch():
     """~50 steps on one fixed batch: the hole loss falls to half or less (the model learns)."""
-    config = tiny_config()
-    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
-    model.train()
-    optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
-    features = vgg.VGG16Features(vgg.random_weights(0))
-    graphdef, state = nnx.split((model, optimizer))
-    vgg_graphdef, vgg_state = nnx.split(features)
-    step = jax.jit(train.make_train_step(graphdef, vgg_graphdef, losses.LossWeights()))
+    step, built = one_device_step(tiny_config())  # the paper's loss, random VGG-16 weights
+    state, vgg_state = built.arrays(), built.vgg_state
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:32, 0:32] / 32.0
     image = np.stack([yy, xx, (yy + xx) / 2], axis=-1)[None].repeat(2, 0)  # smooth gradients
@@ -157,7 +151,7 @@ def test_hole_loss_halves_on_a_fixed_batch():
     mask[:, 8:20, 10:22] = 0
     holes = []
     for _ in range(50):
-        record = train.empty_record(("loss", *losses.TERMS))
+        record = train.empty_record(built.record_keys)
         state, record = step(state, vgg_state, record, image, mask)
         holes.append(float(record["sums"]["hole"]))  # one step: the sum is the step's value
     assert holes[-1] <= 0.5 * holes[0], holes[::10]
@@ -231,9 +225,9 @@ def test_cosine_schedule_follows_the_formula(finetune_step):
     fine-tuning step, else train.steps), then optim.finetune_lr; 'constant' stays at lr."""
     config = tiny_config(steps=100, finetune_step=finetune_step)
     config.optim.lr, config.optim.finetune_lr = 1e-3, 5e-5
-    assert [float(train.learning_rate(config)(t)) for t in (0, 59)] == pytest.approx([1e-3] * 2)
+    assert [float(optim.learning_rate(config)(t)) for t in (0, 59)] == pytest.approx([1e-3] * 2)
     config.optim.schedule = "cosine"
-    schedule = train.learning_rate(config)
+    schedule = optim.learning_rate(config)
     end = finetune_step if finetune_step > 0 else 100
     for t in range(0, end + 1, 7):
         want = 1e-3 * (1 + math.cos(math.pi * t / end)) / 2
@@ -555,16 +549,12 @@ def test_l1_only_run_has_no_vgg_and_logs_the_terms_it_has(tmp_path):
     config = tiny_config(steps=1)
     for term in losses.VGG_TERMS:
         config.loss.weights[term] = 0.0
-    weights = config_lib.loss_weights(config)
-    model = PConvUNet(config_lib.unet_config(config), rngs=nnx.Rngs(0))
-    model.train()
-    optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
+    step, built = one_device_step(config)
+    assert built.vgg_state is None and built.record_keys == ("loss", "valid", "hole", "tv")
+    graphdef, state = nnx.split((built.model, built.optimizer))
     image = jnp.zeros((2, 32, 32, 3), jnp.uint8)
     mask = jnp.ones((2, 32, 32, 1), jnp.uint8)
-    record = train.empty_record(("loss", *losses.logged_terms(weights)))
-    step = jax.jit(train.make_train_step(graphdef, None, weights)).lower(
-        state, None, record, image, mask)
+    step = step.lower(state, None, train.empty_record(built.record_keys), image, mask)
 
     def bare_step(state, target, mask):  # the UNet's forward + backward and Adam, no loss
         model, optimizer = nnx.merge(graphdef, state)
@@ -576,9 +566,8 @@ def test_l1_only_run_has_no_vgg_and_logs_the_terms_it_has(tmp_path):
         return nnx.state((model, optimizer))
 
     bare = jax.jit(bare_step).lower(state, image.astype(jnp.float32), mask.astype(jnp.float32))
-    features = vgg.VGG16Features(vgg.random_weights(0))
-    full = jax.jit(train.make_train_step(graphdef, nnx.graphdef(features), losses.LossWeights()))
-    full = full.lower(state, nnx.state(features), train.empty_record(("loss", *losses.TERMS)),
+    full, paper = one_device_step(tiny_config(steps=1))  # the paper's loss
+    full = full.lower(paper.arrays(), paper.vgg_state, train.empty_record(paper.record_keys),
                       image, mask)
     convs = [f.as_text().count("stablehlo.convolution") for f in (step, bare, full)]
     assert convs[0] == convs[1] < convs[2] - 14, convs  # not one VGG convolution

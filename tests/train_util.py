@@ -24,6 +24,16 @@ def tiny_config(steps=2, **train):
     return c
 
 
+def one_device_step(config):
+    """(jitted train step, TrainState) of `config`, built as the trainer builds them
+    (train.create_train_state, train.train_step_fn) on a one-device mesh."""
+    from pconv_jax import train
+
+    state = train.create_train_state(config)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    return train.train_step_fn(state, mesh), state
+
+
 def model_arrays(model):
     """{path: array} of a model's parameters and BatchNorm statistics."""
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))

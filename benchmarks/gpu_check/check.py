@@ -32,9 +32,6 @@ TARGETS = {"total_s": 480.0, "mfu": 0.40, "cli_ratio": 0.95, "torch_ratio": 1.5}
 TEST_FILES = ["tests/test_ops.py", "tests/test_model.py", "tests/test_losses.py",
               "tests/test_train.py", "tests/test_mixed_precision.py", "tests/test_inpaint.py"]
 TINY_TESTS = "test_hole_invariance or test_concat_form or test_unknown_key_is_one_plain_line"
-# The tiny network of the dry run, as config overrides (the same for the bare step and the CLI).
-TINY = {"data.image_size": 32, "model.depth": 3, "model.encoder_widths": (4, 8, 16),
-        "model.encoder_kernels": (7, 5, 5), "train.batch_size": 2}
 MAX_BATCHES = (12, 16, 24, 32, 48, 64, 96, 128)  # largest-batch candidates (paper: batch 6)
 
 
@@ -66,27 +63,24 @@ class Clock:
 
 
 def paper_config(dtype: str, batch: int, tiny: bool):
-    """experiments/configs/paper_places2.py (what a user trains) at `dtype` and `batch`."""
+    """experiments/configs/paper_places2.py (what a user trains) at `dtype` and `batch`, on
+    one device; with `tiny`, the tests' tiny network (config.tiny_overrides: depth 3, widths
+    (4, 8, 16), 32 px), as the CLI step passes it too."""
+    from pconv_jax import config as config_lib
+
     spec = importlib.util.spec_from_file_location("paper_places2", PAPER_CONFIG)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
-    if tiny:
-        for key, value in TINY.items():
-            section, name = key.split(".")
-            config[section][name] = value
-    config.train.compute_dtype = dtype
-    config.train.batch_size = batch
-    config.num_devices = 1
-    return config
+    return config_lib.apply_overrides(module.get_config(), {
+        **(config_lib.tiny_overrides() if tiny else {}), "train.compute_dtype": dtype,
+        "train.batch_size": batch, "num_devices": 1})
 
 
-def cli_overrides(tiny: bool) -> list[str]:
-    """--config.KEY=VALUE flags for the tiny network (none at full size)."""
-    def text(v):
-        return f"({','.join(map(str, v))})" if isinstance(v, tuple) else str(v)
+def tiny_batch() -> int:
+    """The dry run's batch: config.tiny_overrides()'s."""
+    from pconv_jax import config as config_lib
 
-    return [f"--config.{k}={text(v)}" for k, v in TINY.items()] if tiny else []
+    return config_lib.tiny_overrides()["train.batch_size"]
 
 
 def device_memory() -> dict:
@@ -348,39 +342,33 @@ def matmul_rate(n: int, seconds: float) -> dict:
 
 
 def build_step(dtype: str, batch: int, tiny: bool):
-    """The loop's jitted train step (train.jit_train_step on a one-device mesh) for the paper
-    config at `dtype` and `batch`, with its placed arguments: random-weight VGG-16 (what the
-    CLI uses without vgg.weights), random uint8 images and irregular masks."""
+    """The loop's jitted train step (train.create_train_state and train.train_step_fn on a
+    one-device mesh) for the paper config at `dtype` and `batch`, with its placed arguments:
+    random-weight VGG-16 (what the CLI uses without vgg.weights), random uint8 images and
+    irregular masks."""
     import jax
     import numpy as np
-    from flax import nnx
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from pconv_jax import losses, train, vgg
+    from pconv_jax import train
     from pconv_jax.masks import irregular_mask
-    from pconv_jax.model import PConvUNet
 
     config = paper_config(dtype, batch, tiny)
-    weights = train.loss_weights(config)
-    model = PConvUNet(train.unet_config(config), rngs=nnx.Rngs(config.seed))
-    model.train()
-    optimizer = nnx.Optimizer(model, train.optimizer_transform(config), wrt=nnx.Param)
-    model.freeze_encoder_batchnorm(False)  # phase 1, as the loop's first step sets it
-    graphdef, state = nnx.split((model, optimizer))
-    vgg_graphdef, vgg_state = nnx.split(vgg.random_vgg16(config.vgg.random_seed, dtype))
+    state = train.create_train_state(config)
+    state.model.freeze_encoder_batchnorm(False)  # phase 1, as the loop's first step sets it
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step = train.jit_train_step(train.make_train_step(graphdef, vgg_graphdef, weights), mesh)
+    step = train.train_step_fn(state, mesh)
     size = config.data.image_size
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     mask = np.stack([irregular_mask(size, rng, float(r))
                      for r in np.linspace(0.05, 0.5, batch)])[..., None].astype(np.uint8)
-    record = train.empty_record(("loss", *losses.logged_terms(weights)))
-    placed = (jax.device_put(state, replicated), jax.device_put(vgg_state, replicated),
-              jax.device_put(record, replicated), jax.device_put(image, sharded),
-              jax.device_put(mask, sharded))
+    record = train.empty_record(state.record_keys)
+    placed = (jax.device_put(state.arrays(), replicated),
+              jax.device_put(state.vgg_state, replicated), jax.device_put(record, replicated),
+              jax.device_put(image, sharded), jax.device_put(mask, sharded))
     return step, placed
 
 
@@ -434,7 +422,7 @@ def step_step(args) -> dict:
     record = read(args.out, "step") if args.append else {}
     record.setdefault("rows", [])
     record.setdefault("errors", [])
-    base = TINY["train.batch_size"] if args.tiny else 6
+    base = tiny_batch() if args.tiny else 6
     seconds = 0.3 if args.tiny else 2.0
     if args.dtype == "bfloat16":
         record["matmul"] = matmul_rate(256 if args.tiny else 8192, seconds)
@@ -489,10 +477,11 @@ def cli_step(args) -> dict:
     folder made here: its logged images/s (median past the first two log intervals) against
     the bare step's."""
     from benchmarks.bench import photo_folders
+    from pconv_jax import config as config_lib
 
     count = 8 if args.tiny else 48
     images, masks = photo_folders(os.path.join(args.work, f"data{count}"), count, count)
-    base = TINY["train.batch_size"] if args.tiny else 6
+    base = tiny_batch() if args.tiny else 6
     bare = next((r for r in read(args.out, "step").get("rows", [])
                  if r["dtype"] == "bfloat16" and r["batch"] == base), None)
     step_s = bare["seconds_per_step"] if bare else 0.02
@@ -508,7 +497,8 @@ def cli_step(args) -> dict:
            f"--config.data.masks={masks}", "--config.num_devices=1",
            f"--config.train.batch_size={base}", f"--config.train.steps={steps}",
            f"--config.train.log_every={log_every}", "--config.train.image_every=1000000000",
-           "--config.checkpoint.every_steps=1000000000", *cli_overrides(args.tiny)]
+           "--config.checkpoint.every_steps=1000000000",
+           *(config_lib.as_flags(config_lib.tiny_overrides()) if args.tiny else [])]
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
@@ -559,7 +549,7 @@ def forward_step(args) -> dict:
     import numpy as np
     from flax import nnx
 
-    from pconv_jax import train
+    from pconv_jax import config as config_lib
     from pconv_jax.masks import irregular_mask
     from pconv_jax.model import PConvUNet
 
@@ -567,7 +557,8 @@ def forward_step(args) -> dict:
     record = {"rows": [], "errors": []}
     rng = np.random.default_rng(0)
     for dtype in ("bfloat16", "float32"):
-        model_cfg = train.unet_config(paper_config(dtype, 1, args.tiny))  # as a run restores it
+        # the network as a run restores it
+        model_cfg = config_lib.unet_config(paper_config(dtype, 1, args.tiny))
         size = model_cfg.image_size
         model = PConvUNet(model_cfg, rngs=nnx.Rngs(0))
         model.eval()

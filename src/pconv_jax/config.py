@@ -234,6 +234,11 @@ def flat_items(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str,
     return items
 
 
+def keys_help() -> str:
+    """Every key of `default_config()` as it is typed, with its default: one per line."""
+    return "\n".join(f"  {flag}" for flag in as_flags(flat_items(default_config())))
+
+
 def as_flags(overrides: Mapping[str, Any]) -> list[str]:
     """{"train.steps": 2} -> ["--config.train.steps=2"]: overrides as command-line flags."""
     return [f"--config.{key}={as_flag(value)}" for key, value in overrides.items()]

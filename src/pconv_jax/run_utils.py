@@ -224,3 +224,37 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
 
+
+
+class DistributedError(ValueError):
+    """Multi-process settings that cannot start a run, with a message for the user."""
+
+
+def initialize_distributed(address: str | None, count: int | None, index: int | None) -> None:
+    """jax.distributed.initialize from the arguments, else JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID; nothing without a coordinator address."""
+    address = address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
+        return
+    count = count or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
+    index = index if index is not None else os.environ.get("JAX_PROCESS_ID")
+    if not count or index is None:
+        raise DistributedError("multi-process training needs --num_processes and --process_id "
+                               "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID) with the coordinator "
+                               "address")
+    try:
+        count, index = int(count), int(index)
+    except ValueError:
+        raise DistributedError(f"the number of processes ({count!r}) and the process id "
+                               f"({index!r}) must be whole numbers") from None
+    if not 0 <= index < count:
+        raise DistributedError(f"process id {index} must lie in 0..{count - 1}")
+    jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                               process_id=index)
+
+
+def latest_grid(workdir: str) -> str:
+    """The newest sample grid of a run (or its samples folder when there is none)."""
+    folder = os.path.join(workdir, "samples")
+    grids = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return os.path.join(folder, grids[-1]) if grids else folder

@@ -1,18 +1,15 @@
 """Training: `python -m pconv_jax.train --config experiments/configs/NAME.py --workdir DIR`.
 
-`train_and_evaluate(config, workdir)` is the whole job, in the order things happen: set-up
-(devices, mesh, run folder), model (`create_train_state`), restore, data, the loop, the final
-save. `create_train_state` and `train_step_fn` are the one place a model, optimizer, VGG-16 and
-step are built; the benchmarks, the GPU check, experiments and tests use them too. The jitted
-step is a pure function of (state, vgg_state, record, image, mask) -> (state, record) over a
-mesh of all devices: the batch sharded on 'data', parameters and optimizer state replicated,
-the state buffers donated. BatchNorm statistics are over the global batch. The loop never
-waits for the device between log steps: batches arrive as uint8 and are placed on the devices
-two steps ahead, and the metrics (interval sums and the first non-finite step) accumulate on
-the device until a log step or a save fetches them. Phase 2 of the paper (encoder BatchNorm
-frozen, a lower learning rate) starts at `train.finetune_step`, or from a phase-1 checkpoint
-with `train.init_from`. The config lives in `pconv_jax.config`, the run infrastructure (log,
-signals, prefetch, held-out scores, grids) in `pconv_jax.run_utils`.
+`train_and_evaluate(config, workdir)` is the whole job, in the order things happen: set-up,
+model, restore, data, the loop. `create_train_state` and `train_step_fn` are the one place a
+model, optimizer, VGG-16 and step are built (benchmarks, the GPU check and tests use them). The
+jitted step, (state, vgg_state, record, image, mask) -> (state, record), runs over a mesh of all
+devices: the batch sharded on 'data', the state replicated and donated; BatchNorm statistics
+are over the global batch. Between log steps the loop never waits for the device: batches are
+placed two steps ahead, and the metrics accumulate on the device until a log step or a save.
+Phase 2 (encoder BatchNorm frozen, a lower learning rate) starts at `train.finetune_step`, or
+from a phase-1 run with `train.init_from`. Config: `pconv_jax.config`; run infrastructure:
+`pconv_jax.run_utils`.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -42,14 +38,18 @@ from pconv_jax import data as data_lib
 from pconv_jax import losses, vgg
 from pconv_jax.config import default_config, model_settings  # noqa: F401 - older config files
 from pconv_jax.masks import MaskSource
-from pconv_jax.model import PConvUNet, UNetConfig, is_encoder_batchnorm
+from pconv_jax.model import PConvUNet, UNetConfig
+from pconv_jax.optim import in_phase_two, learning_rate, optimizer_transform
 from pconv_jax.paths import OverlapError, check_outputs, probe_writable
 from pconv_jax.run_utils import (
     DevicePrefetch,
+    DistributedError,
     HeldOut,
     MetricsLog,
     Progress,
     StopSignal,
+    initialize_distributed,
+    latest_grid,
     package_versions,
     write_grid,
 )
@@ -57,54 +57,6 @@ from pconv_jax.run_utils import (
 
 class TrainingError(RuntimeError):
     """A run that cannot go on, with a message for the user (no traceback)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimizer
-# ---------------------------------------------------------------------------------------------
-
-
-def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Phase 1 (until train.finetune_step, else all train.steps): optim.lr, constant or on a
-    cosine down to 0 at the phase's end (optim.schedule); optim.finetune_lr after."""
-    start = config.train.finetune_step
-    two_phases = start is not None and start >= 0
-    lr = config.optim.lr
-    if config.optim.get("schedule", "constant") == "cosine":
-        phase_one = optax.cosine_decay_schedule(
-            lr, max(1, start if two_phases else config.train.steps))
-    else:
-        phase_one = optax.constant_schedule(lr)
-    if not two_phases:
-        return phase_one
-    finetune_lr = config.optim.finetune_lr
-    return lambda count: jnp.where(count >= start, finetune_lr, phase_one(count))  # updates done
-
-
-def optimizer_transform(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam on the schedule; from the fine-tuning step on, encoder BatchNorm updates are zero.
-
-    One optimizer structure whatever `train.finetune_step` is (-1 included), so a run resumes
-    in either phase, and a phase-1 workdir resumes after finetune_step is set.
-    """
-    schedule = learning_rate(config)
-    adam = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
-    start = config.train.finetune_step
-    if start is None or start < 0:
-        start = jnp.iinfo(jnp.int32).max  # never
-    stop = optax.scale_by_schedule(lambda count: jnp.where(count >= start, 0.0, 1.0))
-
-    def labels(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: "encoder_bn" if is_encoder_batchnorm(path) else "rest", params)
-
-    return optax.multi_transform({"rest": adam, "encoder_bn": optax.chain(adam, stop)}, labels)
-
-
-def in_phase_two(config: ml_collections.ConfigDict, step: int) -> bool:
-    """Whether `step` lies in the fine-tuning phase."""
-    start = config.train.finetune_step
-    return start is not None and start >= 0 and step >= start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +197,10 @@ def train_step_fn(state: TrainState, mesh: jax.sharding.Mesh):
     return _cached_step(graphdef, state.vgg_graphdef, state.weights, state.log_zero_terms, mesh)
 
 
-def make_predict(graphdef):
-    """Eval-mode forward for sample grids: (state, image uint8, mask uint8) -> output [0,1]."""
+@functools.lru_cache(maxsize=32)
+def _cached_predict(graphdef):
+    """Eval-mode forward for sample grids, one jitted per model graph: (state, image uint8,
+    mask uint8) -> output in [0,1]."""
 
     def predict(state, image, mask):
         model, _ = nnx.merge(graphdef, state)
@@ -254,13 +208,7 @@ def make_predict(graphdef):
         output, _ = model(*to_float(image, mask))
         return (output + 1) / 2
 
-    return predict
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_predict(graphdef):
-    """One jitted eval-mode forward per model graph."""
-    return jax.jit(make_predict(graphdef))
+    return jax.jit(predict)
 
 
 def predict_fn(state: TrainState):
@@ -569,44 +517,15 @@ class Loop:
 # ---------------------------------------------------------------------------------------------
 
 
-def _distributed_from_flags(flags) -> None:
-    """jax.distributed.initialize from flags or JAX_COORDINATOR_ADDRESS/.../JAX_PROCESS_ID."""
-    address = flags.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if not address:
-        return
-    count = flags.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
-    index = flags.process_id if flags.process_id is not None else os.environ.get("JAX_PROCESS_ID")
-    if not count or index is None:
-        raise TrainingError("multi-process training needs --num_processes and --process_id (or "
-                            "JAX_NUM_PROCESSES and JAX_PROCESS_ID) with the coordinator address")
-    try:
-        count, index = int(count), int(index)
-    except ValueError:
-        raise TrainingError(f"the number of processes ({count!r}) and the process id "
-                            f"({index!r}) must be whole numbers") from None
-    if not 0 <= index < count:
-        raise TrainingError(f"process id {index} must lie in 0..{count - 1}")
-    jax.distributed.initialize(coordinator_address=address, num_processes=count,
-                               process_id=index)
-
-
-def _latest_grid(workdir: str) -> str:
-    """The newest sample grid of a run (or its samples folder when there is none)."""
-    folder = os.path.join(workdir, "samples")
-    grids = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    return os.path.join(folder, grids[-1]) if grids else folder
-
-
 def help_text(flag_values, usage: str) -> str:
     """--help: what the command does, its flags, and every config key with its default."""
-    keys = [f"  {flag}" for flag in config_lib.as_flags(config_lib.flat_items(default_config()))]
     flags_help = "\n".join(f"  --{name}: {flag_values[name].help}" for name in
                            ("config", "workdir", "coordinator_address", "num_processes",
                             "process_id"))
     return (f"Trains the partial-convolution UNet (Liu et al. 2018) from an experiment config; "
             f"the same command resumes a stopped run.\n\n{usage}\n\nflags:\n{flags_help}\n\n"
             "config keys (defaults below: the paper's settings; a config file overrides some, "
-            "--config.KEY=VALUE any; docs/training.md explains them):\n" + "\n".join(keys))
+            "--config.KEY=VALUE any; docs/training.md explains them):\n" + config_lib.keys_help())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -641,16 +560,17 @@ def main(argv: list[str] | None = None) -> None:
               "--config experiments/configs/demo.py --workdir runs/demo", file=sys.stderr)
         sys.exit(2)
     try:
-        _distributed_from_flags(flag_values)
+        initialize_distributed(flag_values.coordinator_address, flag_values.num_processes,
+                               flag_values.process_id)
         result = train_and_evaluate(config, flag_values.workdir)
-    except (TrainingError, ckpt.CheckpointError) as err:
+    except (TrainingError, ckpt.CheckpointError, DistributedError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:
         workdir = os.path.abspath(flag_values.workdir)
         print(f"done at step {result['step']}\n  checkpoints: {result['checkpoints']}\n"
               f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')}\n"
-              f"  samples:     {_latest_grid(workdir)}\n"
+              f"  samples:     {latest_grid(workdir)}\n"
               f"  tensorboard: tensorboard --logdir "
               f"{shlex.quote(os.path.join(workdir, 'tensorboard'))}")
 

@@ -1,0 +1,58 @@
+"""The paper's optimizer: Adam on a two-phase schedule, encoder BatchNorm frozen in phase 2.
+
+Phase 1 trains everything at `optim.lr` (constant, or on a cosine to 0); from
+`train.finetune_step` on, phase 2 uses `optim.finetune_lr` and leaves the encoder's BatchNorm
+unchanged (the model also switches those layers to their running statistics).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from pconv_jax.model import is_encoder_batchnorm
+
+
+def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Phase 1 (until train.finetune_step, else all train.steps): optim.lr, constant or on a
+    cosine down to 0 at the phase's end (optim.schedule); optim.finetune_lr after."""
+    start = config.train.finetune_step
+    two_phases = start is not None and start >= 0
+    lr = config.optim.lr
+    if config.optim.get("schedule", "constant") == "cosine":
+        phase_one = optax.cosine_decay_schedule(
+            lr, max(1, start if two_phases else config.train.steps))
+    else:
+        phase_one = optax.constant_schedule(lr)
+    if not two_phases:
+        return phase_one
+    finetune_lr = config.optim.finetune_lr
+    return lambda count: jnp.where(count >= start, finetune_lr, phase_one(count))  # updates done
+
+
+def optimizer_transform(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam on the schedule; from the fine-tuning step on, encoder BatchNorm updates are zero.
+
+    One optimizer structure whatever `train.finetune_step` is (-1 included), so a run resumes
+    in either phase, and a phase-1 workdir resumes after finetune_step is set.
+    """
+    schedule = learning_rate(config)
+    adam = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
+    start = config.train.finetune_step
+    if start is None or start < 0:
+        start = jnp.iinfo(jnp.int32).max  # never
+    stop = optax.scale_by_schedule(lambda count: jnp.where(count >= start, 0.0, 1.0))
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "encoder_bn" if is_encoder_batchnorm(path) else "rest", params)
+
+    return optax.multi_transform({"rest": adam, "encoder_bn": optax.chain(adam, stop)}, labels)
+
+
+def in_phase_two(config: ml_collections.ConfigDict, step: int) -> bool:
+    """Whether `step` lies in the fine-tuning phase."""
+    start = config.train.finetune_step
+    return start is not None and start >= 0 and step >= start
