@@ -1,8 +1,19 @@
-"""Test set-up: two CPU devices, so the sharded training path runs on this machine."""
+"""Test set-up: two CPU devices, so the sharded training path runs on this machine, and one
+persistent compilation cache for the session, shared with every subprocess the tests start
+(the CLIs, the GPU check's dry run, multi-process runs): an executable compiled once is loaded,
+not compiled again, in the next process that needs it."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="pconv-jax-test-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import jax  # noqa: E402
 

@@ -15,9 +15,11 @@ TINY_CLI_OVERRIDES = [
 
 
 def tiny_config(steps=2, **train):
-    """A 32-px, depth-3, width-4 run on the bundled photos with random VGG weights."""
+    """A 32-px, depth-3, width-4 run on the bundled photos with random VGG weights, read in
+    this process (data.workers=0: the worker processes have tests of their own)."""
     c = apply_overrides(default_config(), {
         **tiny_overrides(), "data.scale_range": (1.0, 1.5), "data.threads": 1,
+        "data.workers": 0,
         "train.steps": steps, "train.log_every": 1, "train.image_every": 1000,
         "checkpoint.every_steps": 1000, "checkpoint.keep": 3, "optim.lr": 1e-3,
         **{f"train.{key}": value for key, value in train.items()}})

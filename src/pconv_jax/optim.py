@@ -7,6 +7,8 @@ unchanged (the model also switches those layers to their running statistics).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -36,11 +38,25 @@ def optimizer_transform(config: ml_collections.ConfigDict) -> optax.GradientTran
     """Adam on the schedule; from the fine-tuning step on, encoder BatchNorm updates are zero.
 
     One optimizer structure whatever `train.finetune_step` is (-1 included), so a run resumes
-    in either phase, and a phase-1 workdir resumes after finetune_step is set.
+    in either phase, and a phase-1 workdir resumes after finetune_step is set. Equal settings
+    give the same transformation object, so the jitted steps of equal configs are shared.
     """
-    schedule = learning_rate(config)
-    adam = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
-    start = config.train.finetune_step
+    optim, train = config.optim, config.train
+    schedule = optim.get("schedule", "constant")
+    return _transform(float(optim.lr), float(optim.finetune_lr), float(optim.b1),
+                      float(optim.b2), schedule, train.finetune_step,
+                      train.steps if schedule == "cosine" else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _transform(lr: float, finetune_lr: float, b1: float, b2: float, schedule: str,
+               finetune_step: int | None, steps: int | None) -> optax.GradientTransformation:
+    """`optimizer_transform` of these settings (steps only matters to the cosine)."""
+    config = ml_collections.ConfigDict({
+        "optim": {"lr": lr, "finetune_lr": finetune_lr, "schedule": schedule},
+        "train": {"finetune_step": finetune_step, "steps": steps}})
+    adam = optax.adam(learning_rate(config), b1=b1, b2=b2)
+    start = finetune_step
     if start is None or start < 0:
         start = jnp.iinfo(jnp.int32).max  # never
     stop = optax.scale_by_schedule(lambda count: jnp.where(count >= start, 0.0, 1.0))
