@@ -708,3 +708,37 @@ def test_printed_tensorboard_command_survives_spaces(tmp_path, monkeypatch, caps
     line = next(x for x in capsys.readouterr().out.splitlines() if "tensorboard --logdir" in x)
     words = shlex.split(line.split("tensorboard:", 1)[1])
     assert words == ["tensorboard", "--logdir", os.path.join(workdir, "tensorboard")]
+
+
+OLD_RUN = os.path.join(os.path.dirname(__file__), "data", "run_f81edd1")
+
+
+@pytest.mark.slow
+def test_a_run_written_before_the_trainer_was_split_resumes_and_evaluates(tmp_path):
+    """tests/data/run_f81edd1 was trained by the trainer of commit f81edd1 (before train.py
+    became config, optim, run_utils and train; tiny_config, workers 0, checkpoints at steps
+    1 and 2). Today's trainer resumes its step-1 checkpoint and reaches the step-2 model and
+    loss the old trainer saved, and the Inpainter opens the run and keeps valid pixels."""
+    import shutil
+
+    from pconv_jax.inpaint import Inpainter
+
+    old, run = tmp_path / "old", tmp_path / "run"
+    shutil.copytree(OLD_RUN, old)
+    shutil.copytree(OLD_RUN, run)
+    shutil.rmtree(run / "checkpoints" / "2")
+    config = tiny_config(steps=2)
+    config.checkpoint.every_steps = 1
+    resumed = train.train_and_evaluate(config, str(run))
+    assert resumed["step"] == 2
+    saved = model_arrays(Inpainter.from_workdir(str(old), step=2).model)
+    for key, value in model_arrays(resumed["model"]).items():
+        np.testing.assert_allclose(value, saved[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    old_loss, new_loss = (_read_metrics(folder)[-1]["loss"] for folder in (old, run))
+    assert new_loss == pytest.approx(old_loss, rel=1e-5)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
+    mask = np.ones((32, 32), np.float32)
+    mask[8:20, 4:16] = 0
+    out = Inpainter.from_workdir(str(run))(image, mask)
+    np.testing.assert_array_equal(out[mask == 1], image[mask == 1])
+    assert not np.array_equal(out[mask == 0], image[mask == 0])
