@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pconv_jax.inpaint import MAX_PIXELS, Header, Inpainter, InpaintError
+from pconv_jax.imagefile import Header, read_alpha, read_header, read_uint8
+from pconv_jax.inpaint import MAX_PIXELS, Inpainter, InpaintError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -125,8 +126,7 @@ def model_summary(inpainter: Inpainter) -> str:
 def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: str) -> str:
     """The API endpoint: image file and mask file (white = hole) -> path of the result PNG.
     Both headers are checked, against the pixel limit and each other, before any decoding."""
-    from pconv_jax.inpaint import load_pair, read_header, with_alpha, write_image
-    from pconv_jax.masks import read_alpha
+    from pconv_jax.inpaint import load_pair, mask_size_error, with_alpha, write_image
 
     if not image_path or not mask_path:
         raise PageError("the inpaint endpoint takes two files: an image and a mask")
@@ -134,9 +134,8 @@ def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: 
         image = _checked_header(image_path, "image")
         mask = read_header(mask_path, "mask")
         if not mask.may_equal(image):  # read_mask's words; _for_api says them for the API
-            raise InpaintError(f"mask {mask_path} is {mask.width}x{mask.height} but the image "
-                               f"is {image.width}x{image.height}; pass --resize-mask to resize "
-                               "it (nearest neighbour)")
+            raise mask_size_error(mask_path, (mask.width, mask.height),
+                                  (image.width, image.height))
         image, valid = load_pair(image_path, mask_path)
         alpha = read_alpha(image_path)
     except (InpaintError, ValueError, OSError) as err:
@@ -152,8 +151,6 @@ def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: 
 
 def _checked_header(path: str, what: str) -> Header:
     """read_header(path), refused when over the pixel limit: nothing is decoded yet."""
-    from pconv_jax.inpaint import read_header
-
     header = read_header(path, what)
     if header.pixels > MAX_PIXELS:
         raise PageError(f"the {what} is {header.width}x{header.height} pixels, over the limit "
@@ -219,31 +216,23 @@ def read_editor(background: str | None, layers: list[str],
     """(image (H,W,4) uint8, hole (H,W) bool) from the editor's files. Every header is checked
     against the pixel limit and the background before any pixel is decoded; the image reads
     as the command line reads it (EXIF turn, 16-bit, palette), the layers one at a time."""
-    from PIL import Image
-
-    from pconv_jax.inpaint import read_header, read_image
-    from pconv_jax.masks import read_alpha
-
     if background is None:
         return None, None
-    image = _checked_header(background, "image")
+    size = _checked_header(background, "image")
     if len(layers) > MAX_LAYERS:
         raise PageError(f"the request holds {len(layers)} painted layers, more than the "
                         f"{MAX_LAYERS} the page takes: clear the drawing and paint again")
     for path in layers:
         layer = read_header(path, "painted layer")
-        if not layer.may_equal(image):
+        if not layer.may_equal(size):
             raise PageError(f"a painted layer is {layer.width}x{layer.height} but the image "
-                            f"is {image.width}x{image.height}: clear the drawing and paint "
+                            f"is {size.width}x{size.height}: clear the drawing and paint "
                             "again")
-    rgb = read_image(background)
-    alpha = read_alpha(background)
-    opaque = np.full(rgb.shape[:2], 255, np.uint8)
-    hole = np.zeros(rgb.shape[:2], bool)
+    image = read_uint8(background, "RGBA")  # (H,W,4): opaque where the file has no alpha
+    hole = np.zeros(image.shape[:2], bool)
     for path in layers:
-        with Image.open(path) as im:
-            hole |= hole_from_layers([np.asarray(im.convert("RGBA"))], hole.shape)
-    return np.dstack([rgb, opaque if alpha is None else alpha]), hole
+        hole |= hole_from_layers([read_uint8(path, "RGBA", "painted layer")], hole.shape)
+    return image, hole
 
 
 # The command line's advice, said as it applies to the API (which has no such flags).

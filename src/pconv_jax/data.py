@@ -17,7 +17,8 @@ step turns them into floats on the device. Each example's randomness comes from 
 the seed alone, so `batch_iterator` gives the same batches with any number of worker
 processes, and its state is {"next_index": k}: it checkpoints with the model and resumes
 with another worker count. JPEG files are decoded at 1/2, 1/4 or 1/8 scale when the crop
-needs no more, with OpenCV, which decodes and resizes several times faster than Pillow.
+needs no more, with OpenCV, which decodes and resizes several times faster than Pillow. Files
+are read by `pconv_jax.imagefile`, with the rules of every other reader.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import grain
 import numpy as np
 from PIL import Image
 
-from pconv_jax.masks import MaskSource, first_decodable, read_uint8, readable_images
+from pconv_jax.imagefile import first_decodable, read_rgb_at_least, read_uint8, readable_images
+from pconv_jax.masks import MaskSource
 
 # Colour photos shipped inside scikit-image (skimage.data): always available offline.
 BUNDLED_PHOTOS: tuple[str, ...] = (
@@ -112,40 +114,6 @@ class BundledPhotos(Sequence):
         return self.images[index]
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """An image file as (H,W,3) uint8 as displayed (EXIF orientation, 16-bit scaled);
-    ValueError naming the file when it cannot be read."""
-    return read_uint8(path, "RGB")
-
-
-_REDUCED = ((8, "IMREAD_REDUCED_COLOR_8"), (4, "IMREAD_REDUCED_COLOR_4"),
-            (2, "IMREAD_REDUCED_COLOR_2"), (1, "IMREAD_COLOR"))
-
-
-def read_rgb_at_least(path: str, min_side: int) -> np.ndarray:
-    """`read_rgb`, but a JPEG is decoded at the smallest of 1, 1/2, 1/4, 1/8 scale whose
-    shorter side is still >= min_side (OpenCV's DCT scaling; EXIF orientation applied)."""
-    import cv2
-
-    try:
-        with Image.open(path) as im:
-            fmt, (w, h) = im.format, im.size
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    if fmt != "JPEG":
-        return read_rgb(path)
-    flag = next(flag for f, flag in _REDUCED if f == 1 or min(w, h) // f >= min_side)
-    encoded = np.fromfile(path, np.uint8)
-    # OpenCV decodes a truncated JPEG as grey without an error; one that lacks its end marker
-    # goes to Pillow, which refuses it, as does an unusual JPEG that OpenCV cannot decode.
-    if b"\xff\xd9" not in encoded[-64:].tobytes():
-        return read_rgb(path)
-    image = cv2.imdecode(encoded, getattr(cv2, flag))  # (H/f,W/f,3) BGR
-    if image is None:
-        return read_rgb(path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # 40x faster than a reversed-axis copy
-
-
 class ImageFolder(Sequence):
     """Images below a folder (recursive); unreadable files are skipped with a warning."""
 
@@ -159,7 +127,7 @@ class ImageFolder(Sequence):
 
     def __getitem__(self, index: int) -> np.ndarray:
         """Image `index`; a file broken after its header is replaced by the next good one."""
-        return first_decodable(self.files, index, self.broken, read_rgb,
+        return first_decodable(self.files, index, self.broken, read_uint8,
                                f"image files below {self.folder}")
 
     def read_at_least(self, index: int, min_side: int) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 
 from pconv_jax import masks as mask_lib
 from pconv_jax import metrics
+from pconv_jax.imagefile import load_mask_image
 
 METHODS = ("model", "telea", "navier_stokes", "mean_fill")
 
@@ -52,8 +53,8 @@ def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> lis
                              f"{err})") from None
         entries, relabelled, outside = [], 0, 0
         for entry, name in zip(index["masks"], files, strict=True):
-            mask = mask_lib.load_mask_image(os.path.join(folder, name),
-                                            hole_is_white=index.get("hole_is_white", True))
+            mask = load_mask_image(os.path.join(folder, name),
+                                   hole_is_white=index.get("hole_is_white", True))
             if entries and mask.shape != entries[0]["mask"].shape:
                 raise ValueError(f"{os.path.join(folder, name)} is {mask.shape[1]}x"
                                  f"{mask.shape[0]} but the masks before it in {index_path} are "
