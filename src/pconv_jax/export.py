@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pconv_jax.model import IMAGENET_MEAN, IMAGENET_STD, PConvUNet
+from pconv_jax.model import PConvUNet
+from pconv_jax.ops import IMAGENET_MEAN, IMAGENET_STD
 from pconv_jax.paths import check_outputs
 
 FORMATS = (".onnx", ".stablehlo")

@@ -13,6 +13,9 @@ valid channels (`conv(M, ones(kh,kw,C,1)) == conv(sum_c M, ones(kh,kw,1,1))`), a
 channel concatenation of features that carry different masks (`partial_conv_concat`): each
 part's mask counts with the weight of its channel number. Mask sums and ratios are float32
 whatever the feature dtype and carry no gradient.
+
+ImageNet's input statistics live here too (`to_imagenet`, `from_imagenet`): the model and the
+loss's VGG-16 both normalise with them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,25 @@ IntOrPair = Union[int, Sequence[int]]
 Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# ImageNet's per-channel mean and standard deviation of [0, 1] RGB: the input space of
+# ImageNet-trained networks (the loss's VGG-16; naoto0804's UNet, UNetConfig.normalization).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_imagenet(images: Array) -> Array:
+    """(N,H,W,3) in [-1, 1] -> float32 (x01 - mean) / std, ImageNet-normalised."""
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    return ((images.astype(jnp.float32) + 1) / 2 - mean) / std
+
+
+def from_imagenet(x: Array) -> Array:
+    """The inverse of to_imagenet: ImageNet-normalised (N,H,W,3) -> float32 in [-1, 1] space."""
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    return (x.astype(jnp.float32) * std + mean) * 2 - 1
 
 
 def _pair(value: IntOrPair, name: str) -> tuple[int, int]:
