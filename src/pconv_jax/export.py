@@ -26,7 +26,6 @@ complete: a failed export leaves no partial file and an existing `--out` untouch
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
@@ -74,9 +73,7 @@ def load_model(workdir: str, step: int | None = None,
     inpainter = load_inpainter(workdir, step)
     model = inpainter.model
     if dtype != model.config.dtype:
-        eps = model.config.mask_eps if dtype == "float32" else max(model.config.mask_eps, 1e-6)
-        config = dataclasses.replace(model.config, dtype=dtype, mask_eps=eps)
-        converted = PConvUNet(config, rngs=nnx.Rngs(0))
+        converted = PConvUNet(model.config.with_dtype(dtype), rngs=nnx.Rngs(0))
         nnx.update(converted, nnx.state(model))
         model = converted
     model.eval()

@@ -99,10 +99,14 @@ class UNetConfig:
             raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(fields)}")
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
         values["dtype"] = compute_dtype
-        if compute_dtype != "float32" and values.get("mask_eps", 1e-8) < 1e-6:
-            values["mask_eps"] = 1e-6  # the authors' advice under mixed precision
         values["image_size"] = image_size
-        return cls(**values)
+        return cls(**values).with_dtype(compute_dtype)
+
+    def with_dtype(self, dtype: str) -> UNetConfig:
+        """This config computing in `dtype`; below float32 the mask eps is at least 1e-6 (the
+        authors' advice under mixed precision), in float32 it stays as it is."""
+        eps = self.mask_eps if dtype == "float32" else max(self.mask_eps, 1e-6)
+        return dataclasses.replace(self, dtype=dtype, mask_eps=eps)
 
     @classmethod
     def paper(cls) -> UNetConfig:
