@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from pconv_jax.model import PConvUNet
-from pconv_jax.ops import IMAGENET_MEAN, IMAGENET_STD
+from pconv_jax.ops import IMAGENET_MEAN, IMAGENET_STD, phase_kernels
 from pconv_jax.paths import check_outputs
 
 FORMATS = (".onnx", ".stablehlo")
@@ -198,25 +198,6 @@ def _encoder_layer(g: _Graph, block, x: str, mask: str) -> tuple[str, str]:
     return _activate(g, y, block.activation, block.slope), mask
 
 
-def _phase_kernels(kernel: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
-    """For conv(upsample_nearest(x), kernel) computed at low resolution: per output phase
-    (py, px) in DepthToSpace's order, its kernel (taps summed where they read the same
-    low-resolution pixel) and ONNX pads [top, left, bottom, right]."""
-    from pconv_jax.ops import _phase_taps
-
-    k = kernel.shape[0]
-    phases = []
-    for py in (0, 1):
-        rows = _phase_taps(k, py)
-        for px in (0, 1):
-            cols = _phase_taps(k, px)
-            taps = np.stack([np.stack([kernel[ti][:, tj].sum((0, 1)) for _, tj in cols])
-                             for _, ti in rows])  # (len(rows), len(cols), C, O)
-            pads = [-rows[0][0], -cols[0][0], rows[-1][0], cols[-1][0]]
-            phases.append((taps, pads))
-    return phases
-
-
 def _decoder_layer(g: _Graph, block, low: tuple[str, str], skip: tuple[str, str],
                    c_up: int) -> tuple[str, str]:
     """Partial convolution of concat(upsample x2 (low), skip), the upsampled part's
@@ -226,9 +207,10 @@ def _decoder_layer(g: _Graph, block, low: tuple[str, str], skip: tuple[str, str]
     k, cin = kernel.shape[0], kernel.shape[2]
     pad = block.padding
     low_masked = g.op("Mul", x_low, m_low)  # (N,C_up,h,w)
+    # the phases in (py, px) row-major order: DepthToSpace's; ONNX pads [top, left, bottom, right]
     phases = [g.op("Conv", low_masked, g.const(_oihw(taps), "phase"),
-                   kernel_shape=list(taps.shape[:2]), pads=pads)
-              for taps, pads in _phase_kernels(kernel[:, :, :c_up])]
+                   kernel_shape=list(taps.shape[:2]), pads=[top, left, bottom, right])
+              for taps, ((top, bottom), (left, right)) in phase_kernels(kernel[:, :, :c_up])]
     up = g.op("DepthToSpace", g.op("Concat", *phases, axis=1), blocksize=2, mode="DCR")
     skip_raw = g.op("Conv", g.op("Mul", x_skip, m_skip),
                     g.const(_oihw(kernel[:, :, c_up:]), "kernel"), kernel_shape=[k, k],
