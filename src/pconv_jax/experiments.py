@@ -46,6 +46,7 @@ import numpy as np
 
 from pconv_jax import evaluate as eval_lib
 from pconv_jax.losses import TERMS, LossWeights
+from pconv_jax.paths import write_atomically
 
 BASELINES = ("telea", "navier_stokes", "mean_fill")
 METRICS = ("l1", "psnr", "ssim")
@@ -322,26 +323,14 @@ def _check_existing(workdir: str, name: str, config: ml_collections.ConfigDict) 
             "change between runs of a grid: use a new workdir (output_dir) or variant name")
 
 
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    """write(tmp) then rename onto `path`: tasks of a split grid never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_json(path: str, value: Any) -> None:
+    """`value` as JSON at `path`, written atomically: tasks of a split grid never see half a
+    file."""
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             json.dump(value, f, indent=1)
 
-    _atomic(path, write)
+    write_atomically(path, write)
 
 
 def _read_json(path: str) -> Any:
@@ -390,7 +379,7 @@ def evaluate_variant(workdir: str, name: str, eval_set: EvalSet,
                                    progress=False, methods=("model",))
     if eval_set.examples:
         examples = inpainter(eval_set.example_gts, eval_set.example_masks)  # (K,S,S,3) uint8
-        _atomic(os.path.join(vdir, "examples.npy"), lambda tmp: np.save(tmp, examples))
+        write_atomically(os.path.join(vdir, "examples.npy"), lambda tmp: np.save(tmp, examples))
     record["rows"] = results["model"]
     _write_json(os.path.join(vdir, "eval.json"), record)
     return record
@@ -581,15 +570,15 @@ def write_report(workdir: str, names: Sequence[str], eval_set: EvalSet,
                 f.write(text)
         return write
 
-    _atomic(os.path.join(workdir, "results.csv"), write_csv)
-    _atomic(os.path.join(workdir, "table.md"), write_text(markdown_table(table)))
+    write_atomically(os.path.join(workdir, "results.csv"), write_csv)
+    write_atomically(os.path.join(workdir, "table.md"), write_text(markdown_table(table)))
     curves = plot_loss_curves(workdir, names)
-    _atomic(os.path.join(workdir, "loss_curves.png"),
+    write_atomically(os.path.join(workdir, "loss_curves.png"),
             lambda tmp: curves.savefig(tmp, dpi=100, format="png"))
     comparison = plot_comparison(workdir, names, eval_set, baseline_examples)
     path = os.path.join(workdir, "comparison.png")
     if comparison is not None:
-        _atomic(path, lambda tmp: comparison.savefig(tmp, dpi=100, format="png"))
+        write_atomically(path, lambda tmp: comparison.savefig(tmp, dpi=100, format="png"))
     elif os.path.exists(path):  # num_examples = 0: no grid, and no stale one either
         os.remove(path)
     return table

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
-import tempfile
 from collections.abc import Callable
 
 import jax
@@ -38,7 +38,7 @@ from flax import nnx
 
 from pconv_jax.model import PConvUNet
 from pconv_jax.ops import IMAGENET_MEAN, IMAGENET_STD, phase_kernels
-from pconv_jax.paths import check_outputs
+from pconv_jax.paths import check_outputs, writable_folder, write_atomically
 
 FORMATS = (".onnx", ".stablehlo")
 DTYPES = ("float32", "bfloat16")
@@ -300,20 +300,6 @@ def check_onnx(data: bytes) -> None:
 
 # --- the command line -----------------------------------------------------------------------
 
-def write_atomically(out: str, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `out`, then moves it onto `out`."""
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def check_request(workdir: str, step: int | None, out: str) -> str:
     """The format of `out` (its suffix); ExportError/OSError for a request that cannot succeed,
     from what costs milliseconds: run, step, suffix, overlap, a writable folder."""
@@ -332,17 +318,10 @@ def check_request(workdir: str, step: int | None, out: str) -> str:
         raise ExportError(f"--workdir {workdir} holds no checkpoint ({directory})")
     if step is not None and step not in steps:
         raise ExportError(f"no checkpoint for --step {step} in {directory}; saved steps: {steps}")
-    folder = os.path.dirname(os.path.abspath(out))
-    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-        if os.path.lexists(folder):
-            raise ExportError(f"cannot write --out {out}: {folder} is not a folder")
-        folder = os.path.dirname(folder)  # the nearest folder that exists
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        writable_folder(out)
     except OSError as err:
-        raise ExportError(f"cannot write --out {out}: {folder} takes no files "
-                          f"({err.strerror})") from None
+        raise ExportError(f"cannot write --out {out}: {err}") from None
     return suffix
 
 
@@ -369,7 +348,7 @@ def export_run(workdir: str, out: str, step: int | None = None,
         check_onnx(data)
     else:
         data = export_stablehlo(model)
-    write_atomically(out, data)
+    write_atomically(out, lambda tmp: pathlib.Path(tmp).write_bytes(data))
     return (f"wrote {out} ({len(data) / 2**20:.1f} MiB, step {loaded_step}, {dtype}): "
             f"batch any, height and width multiples of {multiple}")
 

@@ -38,7 +38,7 @@ from pconv_jax.imagefile import (
 )
 from pconv_jax.masks import resize_nearest
 from pconv_jax.model import PConvUNet, UNetConfig
-from pconv_jax.paths import check_outputs
+from pconv_jax.paths import check_outputs, nearest_folder, writable_folder
 
 # Images above this many pixels are refused rather than risking the host's memory.
 MAX_PIXELS = 4096 * 4096
@@ -218,9 +218,7 @@ def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -
     """Raises InpaintError for the first job whose image or mask header does not read, whose
     sizes do not fit, or whose output folder takes no files: checks that cost milliseconds,
     made before the model loads."""
-    import tempfile
-
-    probed: set[str] = set()
+    checked: set[str] = set()  # output folders: each is probed once
     for image_path, mask_path, out in jobs:
         with _as_inpaint_error():
             image = read_header(image_path, "image")
@@ -233,16 +231,13 @@ def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -
             raise mask_size_error(mask_path, (mask.width, mask.height),
                                   (image.width, image.height), image_path)
         folder = os.path.dirname(os.path.abspath(out))
-        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-            folder = os.path.dirname(folder)  # the nearest folder that exists
-        if folder in probed:
+        if folder in checked:
             continue
         try:
-            with tempfile.TemporaryFile(dir=folder):
-                probed.add(folder)
+            writable_folder(out)
         except OSError as err:
-            raise InpaintError(f"cannot write {out}: {folder} takes no files "
-                               f"({err.strerror})") from None
+            raise InpaintError(f"cannot write {out}: {err}") from None
+        checked.add(folder)
 
 
 def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
@@ -257,9 +252,7 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
     import shutil
     import tempfile
 
-    first = os.path.dirname(os.path.abspath(jobs[0][2])) if jobs else os.getcwd()
-    while not os.path.isdir(first) and os.path.dirname(first) != first:
-        first = os.path.dirname(first)  # the nearest existing folder: same file system
+    first = nearest_folder(jobs[0][2]) if jobs else os.getcwd()  # the outputs' file system
     staging = tempfile.mkdtemp(prefix=".pconv-inpaint-", dir=first)
     staged: list[tuple[str, str]] = []  # (staged file, final output)
 
