@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pconv_jax.checkpoint import quiet_orbax_failures
 from pconv_jax.imagefile import Header, read_alpha, read_header, read_uint8
 from pconv_jax.inpaint import MAX_PIXELS, Inpainter, InpaintError
 
@@ -421,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port must be in 1..65535, got {args.port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     signal.signal(signal.SIGTERM, _stop)  # as Ctrl+C: the server closes, its folder goes
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         with private_folder() as root:
             return _serve(args, root)

@@ -23,6 +23,7 @@ are read by `pconv_jax.imagefile`, with the rules of every other reader.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -322,6 +323,38 @@ def _worker_init(worker_index: int, worker_count: int) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+# Batches the workers made but nobody took when they stop stay in shared memory until Python's
+# resource tracker removes them at exit, warning "leaked shared_memory objects" each time.
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+@contextlib.contextmanager
+def _starting_workers() -> Iterator[None]:
+    """While Grain starts its worker processes, two settings it needs; both are restored.
+
+    Grain reads one of its absl flags then, which raises while absl has parsed none (in a
+    library call, and under CLIs that parse their own FlagValues): the flags are marked
+    parsed, so they read as their defaults. The resource tracker, started with the first
+    worker, takes its -W options from sys.warnoptions: it gets the one that keeps it quiet
+    about the batches left in shared memory.
+    """
+    from absl import flags
+
+    parsed = flags.FLAGS.is_parsed()
+    added = _QUIET_TRACKER not in sys.warnoptions
+    if added:
+        sys.warnoptions.append(_QUIET_TRACKER)
+    if not parsed:
+        flags.FLAGS.mark_as_parsed()
+    try:
+        yield
+    finally:
+        if not parsed:  # mark_as_parsed undone (unparse_flags would reset every value too)
+            flags.FLAGS.__dict__["__flags_parsed"] = False
+        if added:
+            sys.warnoptions.remove(_QUIET_TRACKER)
+
+
 class BatchIterator(Iterator):
     """Batches of a MapDataset from a position on, read by threads or worker processes.
 
@@ -342,24 +375,17 @@ class BatchIterator(Iterator):
                                     prefetch_buffer_size=max(2, 2 * self.threads))
         ds = self.ds[self.next_index:].to_iter_dataset(options)
         if self.workers:
-            from absl import flags
-
-            if not flags.FLAGS.is_parsed():  # Grain reads its own absl flags in the parent
-                flags.FLAGS.mark_as_parsed()
-            # Batches the workers made but nobody took when they stop stay in shared memory
-            # until Python's resource tracker removes them at exit, warning "leaked
-            # shared_memory objects" each time; the tracker takes its -W flags from here.
-            quiet = "ignore:resource_tracker:UserWarning"
-            if quiet not in sys.warnoptions:
-                sys.warnoptions.append(quiet)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=self.workers, per_worker_buffer_size=2), worker_init_fn=_worker_init)
         return iter(ds)
 
     def __next__(self) -> dict:
-        if self._it is None:
-            self._it = self._start()
-        batch = next(self._it)
+        if self._it is not None:
+            batch = next(self._it)
+        else:  # Grain starts its worker processes with the first batch
+            with _starting_workers() if self.workers else contextlib.nullcontext():
+                self._it = self._start()
+                batch = next(self._it)
         self.next_index += 1
         return batch
 

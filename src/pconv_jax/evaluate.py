@@ -323,12 +323,13 @@ def main(argv: list[str] | None = None) -> int:
             "--size": (8 if args.size is None else args.size, 8, mask_lib.MAX_MASK_SIZE)}):
         parser.error(problem)
     from pconv_jax import data
-    from pconv_jax.checkpoint import CheckpointError, checkpoint_dir
+    from pconv_jax.checkpoint import CheckpointError, checkpoint_dir, quiet_orbax_failures
     from pconv_jax.inpaint import Inpainter, InpaintError
     from pconv_jax.paths import check_outputs, probe_writable
     from pconv_jax.vgg import WeightFileError
     from pconv_jax.visualize import save_grid
 
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         # before anything is read or loaded: --out may overlap no input, however spelled
         check_outputs({"--out": args.out}, {

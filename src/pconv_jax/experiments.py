@@ -721,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     from absl import flags
     from ml_collections import config_flags
 
+    from pconv_jax.checkpoint import quiet_orbax_failures
     from pconv_jax.train import TrainingError, parse_config_flags
 
     fv = flags.FlagValues()
@@ -763,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         if fv.config is None or not fv.workdir or not fv.eval_images:
             raise ExperimentError("--config, --workdir and --eval-images are required")

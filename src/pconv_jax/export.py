@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="compute dtype (bfloat16: .stablehlo, for accelerators)")
     args = parser.parse_args(argv)
+    from pconv_jax.checkpoint import quiet_orbax_failures
+
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         print(export_run(args.workdir, args.out, args.step, args.dtype))
     except (OSError, ValueError) as err:  # ExportError, CheckpointError, a bad config.json

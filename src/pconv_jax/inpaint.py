@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--image needs --mask and --images needs --masks")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    ckpt.quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         # before anything is read or loaded: --out may overlap no input, however spelled
         check_outputs({"--out": args.out}, {
