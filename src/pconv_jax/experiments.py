@@ -425,49 +425,17 @@ def _underscore_flag(arg: str) -> str:
     return name.replace("-", "_").replace("__", "--", 1) + sep + value
 
 
-def _flag_values() -> flags.FlagValues:
-    """The command line's flags (absl FlagValues of its own): the base config and the grid's."""
+def main(argv: list[str] | None = None) -> int:
+    """Command line; see the module docstring."""
     from absl import flags
     from ml_collections import config_flags
+
+    from pconv_jax.train import TrainingError, parse_config_flags
 
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "base experiment config file",
                                     flag_values=fv, lock_config=True)
-    flags.DEFINE_string("workdir", None, "grid folder", flag_values=fv)
-    flags.DEFINE_string("eval_images", None, "held-out images: folder, tfds:NAME/SPLIT or "
-                        "samples:NAME,...", flag_values=fv)
-    flags.DEFINE_string("eval_masks", None, "mask folder from make-eval-set (default: generated)",
-                        flag_values=fv)
-    flags.DEFINE_integer("eval_size", None, "evaluation size (default data.image_size)",
-                         flag_values=fv)
-    flags.DEFINE_integer("per_bucket", 2, "generated masks per bucket and border class",
-                         flag_values=fv)
-    flags.DEFINE_integer("eval_seed", 1234, "seed of the generated eval masks", flag_values=fv)
-    flags.DEFINE_integer("num_examples", 4, "pairs shown in comparison.png", flag_values=fv)
-    flags.DEFINE_list("variants", None, "names from the standard grid (default: all of it)",
-                      flag_values=fv)
-    flags.DEFINE_list("hole_weights", ["3", "12"], "hole weights of the standard sweep",
-                      flag_values=fv)
-    flags.DEFINE_multi_string("variant", [], "extra variant NAME=term:weight[,term:weight] "
-                              "(overrides of the paper's weights; 'style' sets both)",
-                              flag_values=fv)
-    flags.DEFINE_integer("task_index", 0, "this task's index when the grid is split",
-                         flag_values=fv)
-    flags.DEFINE_integer("num_tasks", 1, "number of tasks the grid is split over",
-                         flag_values=fv)
-    flags.DEFINE_bool("collect_only", False, "only evaluate and write the report",
-                      flag_values=fv)
-    return fv
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line; see the module docstring."""
-    from absl import flags
-
-    from pconv_jax.checkpoint import quiet_orbax_failures
-    from pconv_jax.train import TrainingError, parse_config_flags
-
-    fv = _flag_values()
+    _define_grid_flags(fv)
     argv = [_underscore_flag(a) for a in (sys.argv if argv is None else argv)]
     if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
         print(__doc__ + "\nflags (dashes or underscores):\n" + "\n".join(
@@ -481,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from pconv_jax.checkpoint import quiet_orbax_failures
+
     quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         if fv.config is None or not fv.workdir or not fv.eval_images:
@@ -515,6 +485,36 @@ def main(argv: list[str] | None = None) -> int:
         written = [n for n in REPORT_FILES if os.path.exists(os.path.join(fv.workdir, n))]
         print(f"wrote {', '.join(written)} in {fv.workdir}")
     return 0
+
+
+def _define_grid_flags(fv: flags.FlagValues) -> None:
+    """Defines the command line's flags beside --config in `fv`: the grid's and its eval set's."""
+    from absl import flags
+
+    flags.DEFINE_string("workdir", None, "grid folder", flag_values=fv)
+    flags.DEFINE_string("eval_images", None, "held-out images: folder, tfds:NAME/SPLIT or "
+                        "samples:NAME,...", flag_values=fv)
+    flags.DEFINE_string("eval_masks", None, "mask folder from make-eval-set (default: generated)",
+                        flag_values=fv)
+    flags.DEFINE_integer("eval_size", None, "evaluation size (default data.image_size)",
+                         flag_values=fv)
+    flags.DEFINE_integer("per_bucket", 2, "generated masks per bucket and border class",
+                         flag_values=fv)
+    flags.DEFINE_integer("eval_seed", 1234, "seed of the generated eval masks", flag_values=fv)
+    flags.DEFINE_integer("num_examples", 4, "pairs shown in comparison.png", flag_values=fv)
+    flags.DEFINE_list("variants", None, "names from the standard grid (default: all of it)",
+                      flag_values=fv)
+    flags.DEFINE_list("hole_weights", ["3", "12"], "hole weights of the standard sweep",
+                      flag_values=fv)
+    flags.DEFINE_multi_string("variant", [], "extra variant NAME=term:weight[,term:weight] "
+                              "(overrides of the paper's weights; 'style' sets both)",
+                              flag_values=fv)
+    flags.DEFINE_integer("task_index", 0, "this task's index when the grid is split",
+                         flag_values=fv)
+    flags.DEFINE_integer("num_tasks", 1, "number of tasks the grid is split over",
+                         flag_values=fv)
+    flags.DEFINE_bool("collect_only", False, "only evaluate and write the report",
+                      flag_values=fv)
 
 
 if __name__ == "__main__":
