@@ -95,7 +95,7 @@ def test_a_header_is_read_without_decoding_the_pixels(tmp_path, mode):
     with pytest.raises(InpaintError, match=f"is {BOMB}x{BOMB} but the image"):
         check_jobs([(str(tmp_path / "photo.png"), str(bomb), str(tmp_path / "out.png"))])
     assert time.perf_counter() - start < 0.2
-    from pconv_jax.inpaint import read_header
+    from pconv_jax.imagefile import read_header
 
     start = time.perf_counter()
     header = read_header(str(bomb), "mask")

@@ -192,17 +192,17 @@ def test_16_bit_colour_is_scaled_in_every_channel(tmp_path):
     did (Pillow alone keeps the high byte: 400 -> 1, not 2)."""
     import cv2
 
-    from pconv_jax import masks
+    from pconv_jax import imagefile
 
     deep = np.random.default_rng(5).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
     deep[0, 0] = (400, 65535, 0)
     cv2.imwrite(str(tmp_path / "deep.png"), deep[..., ::-1])  # OpenCV writes BGR
     expected = np.round(deep / 257).astype(np.uint8)
-    got = masks.read_uint8(str(tmp_path / "deep.png"))
+    got = imagefile.read_uint8(str(tmp_path / "deep.png"))
     np.testing.assert_array_equal(got, expected)
     assert tuple(got[0, 0]) == (2, 255, 0)
-    assert masks.deep_colour(str(tmp_path / "deep.png"))
-    assert not masks.deep_colour(str(tmp_path / "deep.png") + ".missing")
+    assert imagefile.deep_colour(str(tmp_path / "deep.png"))
+    assert not imagefile.deep_colour(str(tmp_path / "deep.png") + ".missing")
 
 
 def test_unreadable_mask_is_named(run_dir, tmp_path):

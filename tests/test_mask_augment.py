@@ -1,4 +1,5 @@
-"""pconv_jax.masks: the OpenCV mask augmentation and mask-file decoding against their references.
+"""pconv_jax.masks and .imagefile: the OpenCV mask augmentation and mask-file decoding against
+their references.
 
 augment is compared with reference.augment_reference (the SciPy version on the full file) draw
 by draw and in distribution; load_mask_image's OpenCV decoding with PIL's read_uint8 path.
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage, stats
 
-from pconv_jax import masks
+from pconv_jax import imagefile, masks
 from tests.reference import augment_reference
 
 DRAWS = 200  # per source mask for the distribution tests
@@ -203,7 +204,7 @@ def test_dilation_is_k_steps_of_a_cross(k):
 
 def _pil_mask(path: str, hole_is_white: bool = True, threshold: float = 0.5) -> np.ndarray:
     """load_mask_image as it was: PIL's read_uint8 grey, scaled, thresholded."""
-    grey = masks.read_uint8(path, "L", what="mask image").astype(np.float32) / 255.0
+    grey = imagefile.read_uint8(path, "L", what="mask image").astype(np.float32) / 255.0
     bright = grey > threshold
     return (~bright if hole_is_white else bright).astype(np.float32)
 
@@ -256,19 +257,19 @@ def test_load_mask_image_equals_the_pil_path(tmp_path):
     polarities; PNG/JPEG files take the OpenCV path, 16-bit/EXIF/WebP files PIL's."""
     for name, fast in _mask_files(tmp_path).items():
         path = str(tmp_path / name)
-        assert (masks._grey_uint8_cv2(path) is not None) == fast, name
+        assert (imagefile._grey_uint8_cv2(path) is not None) == fast, name
         if fast:
-            np.testing.assert_array_equal(masks._grey_uint8_cv2(path),
-                                          masks.read_uint8(path, "L"), err_msg=name)
+            np.testing.assert_array_equal(imagefile._grey_uint8_cv2(path),
+                                          imagefile.read_uint8(path, "L"), err_msg=name)
         for hole_is_white in (True, False):
             for threshold in (0.5, 0.3, 0.7):
-                got = masks.load_mask_image(path, hole_is_white=hole_is_white,
+                got = imagefile.load_mask_image(path, hole_is_white=hole_is_white,
                                             threshold=threshold)
                 want = _pil_mask(path, hole_is_white, threshold)
                 assert got.dtype == np.float32 and got.shape == want.shape, name
                 np.testing.assert_array_equal(got, want, err_msg=f"{name} {threshold}")
     # EXIF orientation 6 turns the image: the fast path must not have ignored it.
-    assert masks.load_mask_image(str(tmp_path / "exif.png")).shape == (64, 48)
+    assert imagefile.load_mask_image(str(tmp_path / "exif.png")).shape == (64, 48)
 
 
 def test_rgb_to_grey_matches_pil_on_random_colours(tmp_path):
@@ -277,7 +278,7 @@ def test_rgb_to_grey_matches_pil_on_random_colours(tmp_path):
     rgb = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
     rgb[0, :256] = np.arange(256)[:, None]
     Image.fromarray(rgb).save(tmp_path / "colours.png")
-    got = masks._grey_uint8_cv2(str(tmp_path / "colours.png"))
+    got = imagefile._grey_uint8_cv2(str(tmp_path / "colours.png"))
     np.testing.assert_array_equal(got, np.asarray(Image.fromarray(rgb).convert("L")))
 
 
@@ -289,8 +290,8 @@ def test_load_mask_image_reads_unicode_paths(tmp_path):
     grey = np.zeros((8, 8), np.uint8)
     grey[2:5] = 255
     Image.fromarray(grey).save(path)
-    assert masks._grey_uint8_cv2(path) is not None
-    np.testing.assert_array_equal(masks.load_mask_image(path), (grey == 0).astype(np.float32))
+    assert imagefile._grey_uint8_cv2(path) is not None
+    np.testing.assert_array_equal(imagefile.load_mask_image(path), (grey == 0).astype(np.float32))
 
 
 def test_broken_mask_files_raise_value_error_naming_them(tmp_path):
@@ -304,9 +305,9 @@ def test_broken_mask_files_raise_value_error_naming_them(tmp_path):
         (tmp_path / f"cut_{name}").write_bytes(data[:len(data) // 2])
     for name in ("noise.png", "cut_whole.png", "cut_whole.jpg", "missing.png"):
         path = str(tmp_path / name)
-        assert masks._grey_uint8_cv2(path) is None, name  # left to PIL, which decides
+        assert imagefile._grey_uint8_cv2(path) is None, name  # left to PIL, which decides
         with pytest.raises(ValueError, match=f"cannot read mask image {path}"):
-            masks.load_mask_image(path)
+            imagefile.load_mask_image(path)
 
 
 def test_pil_size_limit_still_applies(tmp_path, monkeypatch):
@@ -316,9 +317,9 @@ def test_pil_size_limit_still_applies(tmp_path, monkeypatch):
     Image.fromarray(grey).save(tmp_path / "m.jpg")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 48 * 64 > 2 * 1000: an error
     for name in ("m.png", "m.jpg"):
-        assert masks._grey_uint8_cv2(str(tmp_path / name)) is None
+        assert imagefile._grey_uint8_cv2(str(tmp_path / name)) is None
         with pytest.raises(ValueError, match="cannot read mask image"):
-            masks.load_mask_image(str(tmp_path / name))
+            imagefile.load_mask_image(str(tmp_path / name))
 
 
 def test_animated_png_goes_to_pil(tmp_path):
@@ -326,8 +327,8 @@ def test_animated_png_goes_to_pil(tmp_path):
     frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (255, 0)]
     frames[0].save(tmp_path / "a.png", save_all=True, append_images=frames[1:])
     path = str(tmp_path / "a.png")
-    assert masks._grey_uint8_cv2(path) is None
-    np.testing.assert_array_equal(masks.load_mask_image(path), _pil_mask(path))
+    assert imagefile._grey_uint8_cv2(path) is None
+    np.testing.assert_array_equal(imagefile.load_mask_image(path), _pil_mask(path))
 
 
 def test_mask_source_samples_augment_of_load_mask_image(tmp_path):
@@ -341,7 +342,7 @@ def test_mask_source_samples_augment_of_load_mask_image(tmp_path):
             got = source.sample(rng)
             rng = np.random.default_rng(seed)
             rng.integers(1)  # the file choice
-            mask = masks.load_mask_image(str(tmp_path / "one.png"), hole_is_white=hole_is_white)
+            mask = imagefile.load_mask_image(str(tmp_path / "one.png"), hole_is_white=hole_is_white)
             np.testing.assert_array_equal(got, masks.augment(mask, 64, rng))
 
 
@@ -365,6 +366,7 @@ def test_augment_cost_per_mask():
 
         for size in (256, 512):
             old = median_ms(lambda rng, s=size: augment_reference(_pil_mask(path), s, rng))
-            new = median_ms(lambda rng, s=size: masks.augment(masks.load_mask_image(path), s, rng))
+            new = median_ms(lambda rng, s=size: masks.augment(imagefile.load_mask_image(path), s,
+                                                              rng))
             print(f"512 px PNG mask -> {size}: old {old:.2f} ms, new {new:.2f} ms")
         assert median_ms(lambda rng: masks.augment(mask, 256, rng)) < 2.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pconv_jax import data, masks
+from pconv_jax import data, imagefile, masks
 
 
 def test_irregular_mask_is_binary_seeded_and_near_its_ratio():
@@ -73,13 +73,13 @@ def test_mask_files_are_thresholded_white_is_hole(tmp_path):
     grey[:, 3:] = 200
     grey[0, 0] = 100  # below the threshold: valid
     Image.fromarray(grey).save(tmp_path / "m.png")
-    mask = masks.load_mask_image(str(tmp_path / "m.png"))
+    mask = imagefile.load_mask_image(str(tmp_path / "m.png"))
     assert mask[:, 3:].sum() == 0 and mask[:, :3].min() == 1
-    inverted = masks.load_mask_image(str(tmp_path / "m.png"), hole_is_white=False)
+    inverted = imagefile.load_mask_image(str(tmp_path / "m.png"), hole_is_white=False)
     np.testing.assert_array_equal(inverted, 1 - mask)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read mask image"):
-        masks.load_mask_image(str(tmp_path / "bad.png"))
+        imagefile.load_mask_image(str(tmp_path / "bad.png"))
 
 
 def test_mask_folder_skips_unreadable_and_undecodable_files(tmp_path):
@@ -124,7 +124,7 @@ def test_make_eval_set_cli(tmp_path):
     assert len(index["masks"]) == 2 * 2 * len(masks.BUCKETS)
     groups = {}
     for entry in index["masks"]:
-        mask = masks.load_mask_image(str(out / entry["file"]))
+        mask = imagefile.load_mask_image(str(out / entry["file"]))
         assert mask.shape == (64, 64)
         assert masks.bucket_name(masks.bucket_of(mask)) == entry["bucket"]
         assert masks.touches_border(mask) == entry["border"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pconv_jax import data, masks
+from pconv_jax import data, imagefile, masks
 
 
 def _photo_folder(folder, count=6, size=(120, 90)):
@@ -78,13 +78,13 @@ def test_reduced_jpeg_decoding_keeps_the_picture(tmp_path):
     photo = skdata.astronaut()[:240, :320]  # (240,320,3)
     Image.fromarray(photo).save(tmp_path / "p.jpg", quality=95)
     Image.fromarray(photo).save(tmp_path / "p.png")
-    full = data.read_rgb(str(tmp_path / "p.jpg"))
-    half = data.read_rgb_at_least(str(tmp_path / "p.jpg"), 100)
+    full = imagefile.read_uint8(str(tmp_path / "p.jpg"))
+    half = imagefile.read_rgb_at_least(str(tmp_path / "p.jpg"), 100)
     assert half.shape == (120, 160, 3) and half.dtype == np.uint8
     shrunk = full.reshape(120, 2, 160, 2, 3).mean(axis=(1, 3))  # 2x2 box average in NumPy
     assert np.abs(half - shrunk).mean() < 3.0
-    assert data.read_rgb_at_least(str(tmp_path / "p.jpg"), 200).shape == (240, 320, 3)
-    np.testing.assert_array_equal(data.read_rgb_at_least(str(tmp_path / "p.png"), 50), photo)
+    assert imagefile.read_rgb_at_least(str(tmp_path / "p.jpg"), 200).shape == (240, 320, 3)
+    np.testing.assert_array_equal(imagefile.read_rgb_at_least(str(tmp_path / "p.png"), 50), photo)
 
 
 def test_reduced_decoding_applies_exif_orientation(tmp_path):
@@ -95,10 +95,10 @@ def test_reduced_decoding_applies_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     Image.fromarray(image).save(tmp_path / "r.jpg", exif=exif, quality=95)
-    upright = data.read_rgb(str(tmp_path / "r.jpg"))
+    upright = imagefile.read_uint8(str(tmp_path / "r.jpg"))
     assert upright.shape == (128, 64, 3)
-    np.testing.assert_array_equal(data.read_rgb_at_least(str(tmp_path / "r.jpg"), 64), upright)
-    small = data.read_rgb_at_least(str(tmp_path / "r.jpg"), 32)
+    np.testing.assert_array_equal(imagefile.read_rgb_at_least(str(tmp_path / "r.jpg"), 64), upright)
+    small = imagefile.read_rgb_at_least(str(tmp_path / "r.jpg"), 32)
     assert small.shape == (64, 32, 3)
     shrunk = upright.reshape(64, 2, 32, 2, 3).mean(axis=(1, 3))  # 2x2 box average
     assert np.abs(small - shrunk).mean() < 3.0

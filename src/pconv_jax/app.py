@@ -27,12 +27,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pconv_jax.inpaint import MAX_PIXELS, Header, Inpainter, InpaintError
+from pconv_jax.checkpoint import quiet_orbax_failures
+from pconv_jax.imagefile import Header, read_alpha, read_header, read_uint8
+from pconv_jax.inpaint import MAX_PIXELS, Inpainter, InpaintError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -125,8 +127,7 @@ def model_summary(inpainter: Inpainter) -> str:
 def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: str) -> str:
     """The API endpoint: image file and mask file (white = hole) -> path of the result PNG.
     Both headers are checked, against the pixel limit and each other, before any decoding."""
-    from pconv_jax.inpaint import load_pair, read_header, with_alpha, write_image
-    from pconv_jax.masks import read_alpha
+    from pconv_jax.inpaint import load_pair, mask_size_error, with_alpha, write_image
 
     if not image_path or not mask_path:
         raise PageError("the inpaint endpoint takes two files: an image and a mask")
@@ -134,9 +135,8 @@ def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: 
         image = _checked_header(image_path, "image")
         mask = read_header(mask_path, "mask")
         if not mask.may_equal(image):  # read_mask's words; _for_api says them for the API
-            raise InpaintError(f"mask {mask_path} is {mask.width}x{mask.height} but the image "
-                               f"is {image.width}x{image.height}; pass --resize-mask to resize "
-                               "it (nearest neighbour)")
+            raise mask_size_error(mask_path, (mask.width, mask.height),
+                                  (image.width, image.height))
         image, valid = load_pair(image_path, mask_path)
         alpha = read_alpha(image_path)
     except (InpaintError, ValueError, OSError) as err:
@@ -152,8 +152,6 @@ def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: 
 
 def _checked_header(path: str, what: str) -> Header:
     """read_header(path), refused when over the pixel limit: nothing is decoded yet."""
-    from pconv_jax.inpaint import read_header
-
     header = read_header(path, what)
     if header.pixels > MAX_PIXELS:
         raise PageError(f"the {what} is {header.width}x{header.height} pixels, over the limit "
@@ -219,31 +217,23 @@ def read_editor(background: str | None, layers: list[str],
     """(image (H,W,4) uint8, hole (H,W) bool) from the editor's files. Every header is checked
     against the pixel limit and the background before any pixel is decoded; the image reads
     as the command line reads it (EXIF turn, 16-bit, palette), the layers one at a time."""
-    from PIL import Image
-
-    from pconv_jax.inpaint import read_header, read_image
-    from pconv_jax.masks import read_alpha
-
     if background is None:
         return None, None
-    image = _checked_header(background, "image")
+    size = _checked_header(background, "image")
     if len(layers) > MAX_LAYERS:
         raise PageError(f"the request holds {len(layers)} painted layers, more than the "
                         f"{MAX_LAYERS} the page takes: clear the drawing and paint again")
     for path in layers:
         layer = read_header(path, "painted layer")
-        if not layer.may_equal(image):
+        if not layer.may_equal(size):
             raise PageError(f"a painted layer is {layer.width}x{layer.height} but the image "
-                            f"is {image.width}x{image.height}: clear the drawing and paint "
+                            f"is {size.width}x{size.height}: clear the drawing and paint "
                             "again")
-    rgb = read_image(background)
-    alpha = read_alpha(background)
-    opaque = np.full(rgb.shape[:2], 255, np.uint8)
-    hole = np.zeros(rgb.shape[:2], bool)
+    image = read_uint8(background, "RGBA")  # (H,W,4): opaque where the file has no alpha
+    hole = np.zeros(image.shape[:2], bool)
     for path in layers:
-        with Image.open(path) as im:
-            hole |= hole_from_layers([np.asarray(im.convert("RGBA"))], hole.shape)
-    return np.dstack([rgb, opaque if alpha is None else alpha]), hole
+        hole |= hole_from_layers([read_uint8(path, "RGBA", "painted layer")], hole.shape)
+    return image, hole
 
 
 # The command line's advice, said as it applies to the API (which has no such flags).
@@ -303,24 +293,66 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
           title: str = "pconv-jax inpainting") -> gr.Blocks:
     """The Gradio page and its API for `inpainter`; launch it with `.launch()`. Results are
     written below `out_dir` (a new temporary folder if None; the caller removes it)."""
-    import shutil
-
     import gradio as gr
 
     out_dir = out_dir or tempfile.mkdtemp(prefix="pconv_app_")
     os.makedirs(out_dir, exist_ok=True)
+    # Gradio's cache of uploads and results: files older than an hour go, checked every 10 min
+    with _page(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
+        gr.Markdown(f"## {title}\n{model_summary(inpainter)}", elem_id="model-info")
+        editor, run, use, result, telea, status = _layout()
+        # page and API share one slot (concurrency_id): one job at a time, the rest queue
+        # preprocess=False: Gradio's editor would decode every layer (and the composite we do
+        # not use) at whatever size it is sent; read_editor checks their headers first
+        run.click(_on_inpaint(inpainter, out_dir, editor), editor, [result, telea, status],
+                  api_visibility="private", concurrency_id="model", preprocess=False)
+        # The result goes into the editor as a user's upload would (Gradio 6's editor hangs
+        # when an event sets its value); the server only checks that there is a result.
+        use.click(_on_use_result, result, None, js=USE_RESULT_JS, api_visibility="private",
+                  queue=False, preprocess=False)
+        _add_api(inpainter, out_dir)
+    page.queue(default_concurrency_limit=1)  # one job at a time: the model holds the device
+    return page
 
-    def save(image: np.ndarray, name: str) -> str:
-        from pconv_jax.inpaint import write_image
 
-        _prune(out_dir)
-        path = os.path.join(tempfile.mkdtemp(dir=out_dir), name)
-        write_image(path, image)
-        return path
+def _layout() -> tuple:
+    """The page's components, (editor, run, use, result, telea, status): the photo editor,
+    its buttons and the status line on the left, the result and Telea's fill on the right."""
+    import gradio as gr
+
+    with gr.Row(equal_height=False):
+        with gr.Column():  # the input, and what to do with it
+            editor = gr.ImageEditor(
+                label="Photo: paint the hole", type="numpy", image_mode="RGBA",
+                sources=("upload", "clipboard"), transforms=(), layers=False,
+                brush=gr.Brush(default_size="auto", colors=["#ffffff"], color_mode="fixed"),
+                eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
+            editor.blob_storage = PendingBlobs()
+            with gr.Row():
+                run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
+                use = gr.Button("Use result as input", elem_id="use-result")
+            status = gr.Markdown("Upload a photo and paint what should go.", elem_id="status")
+        with gr.Column():  # beside it: the result, and the classical fill below it
+            result = gr.Image(label="Partial convolutions (PNG)", type="filepath", format="png",
+                              interactive=False, buttons=["download", "fullscreen"],
+                              elem_id="result")
+            telea = gr.Image(label="Telea (OpenCV), for comparison", type="filepath",
+                             format="png", interactive=False, buttons=["download"],
+                             elem_id="telea")
+    return editor, run, use, result, telea, status
+
+
+def _on_inpaint(inpainter: Inpainter, out_dir: str,
+                editor: gr.ImageEditor) -> Callable[[dict | None], tuple[str, str, str]]:
+    """The Inpaint button's event: the editor's raw value (Gradio decodes nothing) ->
+    (result PNG, Telea PNG, status line)."""
+    import shutil
+
+    import gradio as gr
 
     sizes_seen: set[tuple[int, int]] = set()  # the model compiles once per image size
 
-    def on_inpaint(value: dict | None):  # the editor's raw value: Gradio decodes nothing
+    def on_inpaint(value: dict | None) -> tuple[str, str, str]:
         folder = tempfile.mkdtemp(dir=out_dir)
         try:
             background, layers = editor_files(value, editor.blob_storage, folder)
@@ -338,12 +370,24 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
         sizes_seen.add((h, w))
         status = (f"Inpainted {w}×{h} px, {100 * hole.mean():.1f}% hole, in "
                   f"{result['seconds']:.2f} s (model{compiled})")
-        return (save(result["model"], "inpainted.png"), save(result["telea"], "telea.png"),
-                status)
+        return (_save(out_dir, result["model"], "inpainted.png"),
+                _save(out_dir, result["telea"], "telea.png"), status)
 
-    def on_use_result(result: dict | None) -> None:  # raw: the file is not read
-        if not result:
-            raise gr.Error("no result yet: inpaint first", print_exception=False)
+    return on_inpaint
+
+
+def _on_use_result(result: dict | None) -> None:
+    """The 'Use result as input' button's server side: the result is not read, only there."""
+    import gradio as gr
+
+    if not result:
+        raise gr.Error("no result yet: inpaint first", print_exception=False)
+
+
+def _add_api(inpainter: Inpainter, out_dir: str) -> None:
+    """The API endpoint `inpaint` (image file, mask file -> PNG file), on components that the
+    page does not show; call it inside the page's Blocks."""
+    import gradio as gr
 
     def on_api(image_file: str | None, mask_file: str | None) -> str:
         try:
@@ -352,48 +396,23 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
         except PageError as err:
             raise gr.Error(str(err), print_exception=False) from None
 
-    # Gradio's cache of uploads and results: files older than an hour go, checked every 10 min
-    with _page(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
-        gr.Markdown(f"## {title}\n{model_summary(inpainter)}", elem_id="model-info")
-        with gr.Row(equal_height=False):
-            with gr.Column():  # the input, and what to do with it
-                editor = gr.ImageEditor(
-                    label="Photo: paint the hole", type="numpy", image_mode="RGBA",
-                    sources=("upload", "clipboard"), transforms=(), layers=False,
-                    brush=gr.Brush(default_size="auto", colors=["#ffffff"],
-                                   color_mode="fixed"),
-                    eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
-                editor.blob_storage = PendingBlobs()
-                with gr.Row():
-                    run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
-                    use = gr.Button("Use result as input", elem_id="use-result")
-                status = gr.Markdown("Upload a photo and paint what should go.",
-                                     elem_id="status")
-            with gr.Column():  # beside it: the result, and the classical fill below it
-                result = gr.Image(label="Partial convolutions (PNG)", type="filepath",
-                                  format="png", interactive=False,
-                                  buttons=["download", "fullscreen"], elem_id="result")
-                telea = gr.Image(label="Telea (OpenCV), for comparison", type="filepath",
-                                 format="png", interactive=False, buttons=["download"],
-                                 elem_id="telea")
-        # page and API share one slot (concurrency_id): one job at a time, the rest queue
-        # preprocess=False: Gradio's editor would decode every layer (and the composite we do
-        # not use) at whatever size it is sent; read_editor checks their headers first
-        run.click(on_inpaint, editor, [result, telea, status], api_visibility="private",
-                  concurrency_id="model", preprocess=False)
-        # The result goes into the editor as a user's upload would (Gradio 6's editor hangs
-        # when an event sets its value); the server only checks that there is a result.
-        use.click(on_use_result, result, None, js=USE_RESULT_JS, api_visibility="private",
-                  queue=False, preprocess=False)
-        with gr.Row(visible=False):  # the API's own inputs and output, not shown on the page
-            api_image = gr.File(label="image", type="filepath")
-            api_mask = gr.File(label="mask (white = hole)", type="filepath")
-            api_out = gr.File(label="result (PNG)")
-        api_button = gr.Button(visible=False)
-        api_button.click(on_api, [api_image, api_mask], api_out, api_name="inpaint",
-                         concurrency_id="model")
-    page.queue(default_concurrency_limit=1)  # one job at a time: the model holds the device
-    return page
+    with gr.Row(visible=False):  # the API's own inputs and output, not shown on the page
+        api_image = gr.File(label="image", type="filepath")
+        api_mask = gr.File(label="mask (white = hole)", type="filepath")
+        api_out = gr.File(label="result (PNG)")
+    api_button = gr.Button(visible=False)
+    api_button.click(on_api, [api_image, api_mask], api_out, api_name="inpaint",
+                     concurrency_id="model")
+
+
+def _save(out_dir: str, image: np.ndarray, name: str) -> str:
+    """Writes a result as `name` in a new folder below out_dir (pruning old ones); its path."""
+    from pconv_jax.inpaint import write_image
+
+    _prune(out_dir)
+    path = os.path.join(tempfile.mkdtemp(dir=out_dir), name)
+    write_image(path, image)
+    return path
 
 
 def _prune(folder: str, max_age_s: float = 3600.0) -> None:
@@ -432,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port must be in 1..65535, got {args.port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     signal.signal(signal.SIGTERM, _stop)  # as Ctrl+C: the server closes, its folder goes
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         with private_folder() as root:
             return _serve(args, root)

@@ -132,9 +132,6 @@ class Checkpointer:
                         f"{key} there is {have}, here {want}. Use another --workdir "
                         "or the configuration that wrote them."
                     )
-            # before the read: TensorStore's threads may report into a closed loop while
-            # the failure is still being raised
-            _drop_orbax_unraisables()
             try:
                 restored = self.manager.restore(candidate, args=args)
             except Exception as err:  # noqa: BLE001
@@ -161,13 +158,18 @@ class Checkpointer:
         self.manager.close()
 
 
-def _drop_orbax_unraisables() -> None:
-    """After a failed read, Orbax's abandoned coroutines and its threads' callbacks into a
-    closed event loop report hundreds of lines through sys.unraisablehook and asyncio's
-    "exception was never retrieved" log, during the run and at exit; the failure itself is
-    reported in one line. Those reports, and only those, are dropped from here on (installed
-    once, before the first read, since TensorStore's threads may report while the failure is
-    still being raised; anything else goes to the previous hook and the log as before)."""
+def quiet_orbax_failures() -> None:
+    """For command lines only (each main() that restores checkpoints calls it first): Orbax's
+    noise after a failed checkpoint read is dropped for the rest of the process.
+
+    After a failed read, Orbax's abandoned coroutines and its threads' callbacks into a closed
+    event loop report hundreds of lines through sys.unraisablehook, sys.excepthook and
+    asyncio's "exception was never retrieved" log, during the run and at exit; the failure
+    itself is reported in one line (Checkpointer's warning, the CLI's error). Those reports,
+    and only those, are dropped; anything else goes to the previous hooks and the log as
+    before. The hooks are process-wide and outlive the read (the reports come at exit too),
+    so library calls never install them; a second call changes nothing.
+    """
     import logging
 
     previous = sys.unraisablehook

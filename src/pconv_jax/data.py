@@ -17,11 +17,13 @@ step turns them into floats on the device. Each example's randomness comes from 
 the seed alone, so `batch_iterator` gives the same batches with any number of worker
 processes, and its state is {"next_index": k}: it checkpoints with the model and resumes
 with another worker count. JPEG files are decoded at 1/2, 1/4 or 1/8 scale when the crop
-needs no more, with OpenCV, which decodes and resizes several times faster than Pillow.
+needs no more, with OpenCV, which decodes and resizes several times faster than Pillow. Files
+are read by `pconv_jax.imagefile`, with the rules of every other reader.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -31,7 +33,8 @@ import grain
 import numpy as np
 from PIL import Image
 
-from pconv_jax.masks import MaskSource, first_decodable, read_uint8, readable_images
+from pconv_jax.imagefile import first_decodable, read_rgb_at_least, read_uint8, readable_images
+from pconv_jax.masks import MaskSource
 
 # Colour photos shipped inside scikit-image (skimage.data): always available offline.
 BUNDLED_PHOTOS: tuple[str, ...] = (
@@ -112,40 +115,6 @@ class BundledPhotos(Sequence):
         return self.images[index]
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """An image file as (H,W,3) uint8 as displayed (EXIF orientation, 16-bit scaled);
-    ValueError naming the file when it cannot be read."""
-    return read_uint8(path, "RGB")
-
-
-_REDUCED = ((8, "IMREAD_REDUCED_COLOR_8"), (4, "IMREAD_REDUCED_COLOR_4"),
-            (2, "IMREAD_REDUCED_COLOR_2"), (1, "IMREAD_COLOR"))
-
-
-def read_rgb_at_least(path: str, min_side: int) -> np.ndarray:
-    """`read_rgb`, but a JPEG is decoded at the smallest of 1, 1/2, 1/4, 1/8 scale whose
-    shorter side is still >= min_side (OpenCV's DCT scaling; EXIF orientation applied)."""
-    import cv2
-
-    try:
-        with Image.open(path) as im:
-            fmt, (w, h) = im.format, im.size
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    if fmt != "JPEG":
-        return read_rgb(path)
-    flag = next(flag for f, flag in _REDUCED if f == 1 or min(w, h) // f >= min_side)
-    encoded = np.fromfile(path, np.uint8)
-    # OpenCV decodes a truncated JPEG as grey without an error; one that lacks its end marker
-    # goes to Pillow, which refuses it, as does an unusual JPEG that OpenCV cannot decode.
-    if b"\xff\xd9" not in encoded[-64:].tobytes():
-        return read_rgb(path)
-    image = cv2.imdecode(encoded, getattr(cv2, flag))  # (H/f,W/f,3) BGR
-    if image is None:
-        return read_rgb(path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # 40x faster than a reversed-axis copy
-
-
 class ImageFolder(Sequence):
     """Images below a folder (recursive); unreadable files are skipped with a warning."""
 
@@ -159,7 +128,7 @@ class ImageFolder(Sequence):
 
     def __getitem__(self, index: int) -> np.ndarray:
         """Image `index`; a file broken after its header is replaced by the next good one."""
-        return first_decodable(self.files, index, self.broken, read_rgb,
+        return first_decodable(self.files, index, self.broken, read_uint8,
                                f"image files below {self.folder}")
 
     def read_at_least(self, index: int, min_side: int) -> np.ndarray:
@@ -354,6 +323,38 @@ def _worker_init(worker_index: int, worker_count: int) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+# Batches the workers made but nobody took when they stop stay in shared memory until Python's
+# resource tracker removes them at exit, warning "leaked shared_memory objects" each time.
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+@contextlib.contextmanager
+def _starting_workers() -> Iterator[None]:
+    """While Grain starts its worker processes, two settings it needs; both are restored.
+
+    Grain reads one of its absl flags then, which raises while absl has parsed none (in a
+    library call, and under CLIs that parse their own FlagValues): the flags are marked
+    parsed, so they read as their defaults. The resource tracker, started with the first
+    worker, takes its -W options from sys.warnoptions: it gets the one that keeps it quiet
+    about the batches left in shared memory.
+    """
+    from absl import flags
+
+    parsed = flags.FLAGS.is_parsed()
+    added = _QUIET_TRACKER not in sys.warnoptions
+    if added:
+        sys.warnoptions.append(_QUIET_TRACKER)
+    if not parsed:
+        flags.FLAGS.mark_as_parsed()
+    try:
+        yield
+    finally:
+        if not parsed:  # mark_as_parsed undone (unparse_flags would reset every value too)
+            flags.FLAGS.__dict__["__flags_parsed"] = False
+        if added:
+            sys.warnoptions.remove(_QUIET_TRACKER)
+
+
 class BatchIterator(Iterator):
     """Batches of a MapDataset from a position on, read by threads or worker processes.
 
@@ -374,24 +375,17 @@ class BatchIterator(Iterator):
                                     prefetch_buffer_size=max(2, 2 * self.threads))
         ds = self.ds[self.next_index:].to_iter_dataset(options)
         if self.workers:
-            from absl import flags
-
-            if not flags.FLAGS.is_parsed():  # Grain reads its own absl flags in the parent
-                flags.FLAGS.mark_as_parsed()
-            # Batches the workers made but nobody took when they stop stay in shared memory
-            # until Python's resource tracker removes them at exit, warning "leaked
-            # shared_memory objects" each time; the tracker takes its -W flags from here.
-            quiet = "ignore:resource_tracker:UserWarning"
-            if quiet not in sys.warnoptions:
-                sys.warnoptions.append(quiet)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=self.workers, per_worker_buffer_size=2), worker_init_fn=_worker_init)
         return iter(ds)
 
     def __next__(self) -> dict:
-        if self._it is None:
-            self._it = self._start()
-        batch = next(self._it)
+        if self._it is not None:
+            batch = next(self._it)
+        else:  # Grain starts its worker processes with the first batch
+            with _starting_workers() if self.workers else contextlib.nullcontext():
+                self._it = self._start()
+                batch = next(self._it)
         self.next_index += 1
         return batch
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from pconv_jax import masks as mask_lib
 from pconv_jax import metrics
+from pconv_jax.imagefile import load_mask_image
 
 METHODS = ("model", "telea", "navier_stokes", "mean_fill")
 
@@ -52,8 +53,8 @@ def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> lis
                              f"{err})") from None
         entries, relabelled, outside = [], 0, 0
         for entry, name in zip(index["masks"], files, strict=True):
-            mask = mask_lib.load_mask_image(os.path.join(folder, name),
-                                            hole_is_white=index.get("hole_is_white", True))
+            mask = load_mask_image(os.path.join(folder, name),
+                                   hole_is_white=index.get("hole_is_white", True))
             if entries and mask.shape != entries[0]["mask"].shape:
                 raise ValueError(f"{os.path.join(folder, name)} is {mask.shape[1]}x"
                                  f"{mask.shape[0]} but the masks before it in {index_path} are "
@@ -128,9 +129,49 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
     hole-ratio bucket (its first; the border class alternates from bucket to bucket where
     the set has both): masked input, mask, each method, ground truth.
     """
-    import jax.numpy as jnp
     from tqdm import tqdm
 
+    _check_request(inpainter, mask_entries, batch_size, methods, inception, lpips_metric)
+    scores = {m: defaultdict(list) for m in methods}
+    features = {m: [] for m in ("real", *methods)}  # pool3 features, pair order
+    if inception is not None:  # one jitted shape: ground truths and every method together,
+        # in calls of at most ~64 images (a divisor of the pair batch: no padding)
+        per_pair = 1 + len(methods)
+        inception.batch_size = per_pair * max(
+            d for d in range(1, batch_size + 1) if batch_size % d == 0 and
+            (d == 1 or per_pair * d <= 64))
+    groups = {(e["bucket"], e["border"]) for e in mask_entries}
+    examples, shown = [], []  # the grid's rows; the buckets they show
+    bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
+    for start in range(0, len(mask_entries), batch_size):
+        chunk = mask_entries[start:start + batch_size]
+        gts, masks_b = eval_pairs(images, mask_entries, start, start + batch_size)
+        outputs = {m: _fill(m, inpainter, gts, masks_b) for m in methods}  # (B,S,S,3) uint8
+        if inception is not None:
+            feats = inception.features(np.concatenate([gts, *[outputs[m] for m in methods]]))
+            for k, name in enumerate(("real", *methods)):
+                features[name].append(feats[k * len(gts):(k + 1) * len(gts)])
+        for method, values in _scores(gts, outputs, lpips_metric).items():
+            for i, entry in enumerate(chunk):
+                key = (entry["bucket"], entry["border"])
+                scores[method][key].append({k: float(v[i]) for k, v in values.items()})
+        for i, entry in enumerate(chunk):
+            if _shows(entry, shown, groups):
+                shown.append(entry["bucket"])
+                examples.append([gts[i] / 255 * masks_b[i][..., None], masks_b[i],
+                                 *[outputs[m][i] / 255 for m in methods], gts[i] / 255])
+        bar.update(len(chunk))
+    bar.close()
+    results = {m: _rows(scores[m]) for m in methods}
+    if inception is not None:
+        results["fid"] = _fids({k: np.concatenate(v) for k, v in features.items()},
+                               [e["bucket"] for e in mask_entries], methods)
+    return results, examples
+
+
+def _check_request(inpainter, mask_entries: list[dict], batch_size: int,
+                   methods: Sequence[str], inception, lpips_metric) -> None:
+    """Raises ValueError for an evaluation that cannot run as asked, before any work."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     unknown = [m for m in methods if m not in METHODS]
@@ -147,58 +188,40 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
         if size < MIN_SIZE:
             raise ValueError(f"LPIPS needs images of at least {MIN_SIZE} px; the masks are "
                              f"{size} px (choose a larger --size or mask set)")
-    scores = {m: defaultdict(list) for m in methods}
-    features = {m: [] for m in ("real", *methods)}  # pool3 features, pair order
-    if inception is not None:  # one jitted shape: ground truths and every method together,
-        # in calls of at most ~64 images (a divisor of the pair batch: no padding)
-        per_pair = 1 + len(methods)
-        inception.batch_size = per_pair * max(
-            d for d in range(1, batch_size + 1) if batch_size % d == 0 and
-            (d == 1 or per_pair * d <= 64))
-    examples = []
-    groups = {(e["bucket"], e["border"]) for e in mask_entries}
-    shown: list[str] = []  # buckets with an example row
-    bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
-    for start in range(0, len(mask_entries), batch_size):
-        chunk = mask_entries[start:start + batch_size]
-        gts, masks_b = eval_pairs(images, mask_entries, start, start + batch_size)
-        outputs = {}
-        for method in methods:
-            if method == "model":
-                outputs[method] = inpainter(gts, masks_b)
-            else:
-                outputs[method] = np.stack([baseline(method, g, m)
-                                            for g, m in zip(gts, masks_b, strict=True)])
-        target = jnp.asarray(gts, jnp.float32) / 255
-        perceptual = {} if lpips_metric is None else dict(zip(
-            methods, lpips_metric.against(gts, [outputs[m] for m in methods]), strict=True))
-        if inception is not None:
-            feats = inception.features(np.concatenate([gts, *[outputs[m] for m in methods]]))
-            for k, name in enumerate(("real", *methods)):
-                features[name].append(feats[k * len(gts):(k + 1) * len(gts)])
-        for method, out in outputs.items():
-            pred = jnp.asarray(out, jnp.float32) / 255
-            values = {"l1": metrics.l1(pred, target), "psnr": metrics.psnr(pred, target),
-                      "ssim": metrics.ssim(pred, target)}
-            if method in perceptual:
-                values["lpips"] = perceptual[method]
-            for i, entry in enumerate(chunk):
-                key = (entry["bucket"], entry["border"])
-                scores[method][key].append({k: float(v[i]) for k, v in values.items()})
-        for i, entry in enumerate(chunk):
-            border = len(shown) % 2 == 1  # inner, border, inner, ... where both exist
-            if entry["bucket"] not in shown and (
-                    entry["border"] == border or (entry["bucket"], border) not in groups):
-                shown.append(entry["bucket"])
-                examples.append([gts[i] / 255 * masks_b[i][..., None], masks_b[i],
-                                 *[outputs[m][i] / 255 for m in methods], gts[i] / 255])
-        bar.update(len(chunk))
-    bar.close()
-    results = {m: _rows(scores[m]) for m in methods}
-    if inception is not None:
-        results["fid"] = _fids({k: np.concatenate(v) for k, v in features.items()},
-                               [e["bucket"] for e in mask_entries], methods)
-    return results, examples
+
+
+def _fill(method: str, inpainter, gts: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """One method's composites (B,S,S,3) uint8 of ground truths (B,S,S,3) under masks (B,S,S)."""
+    if method == "model":
+        return inpainter(gts, masks)
+    return np.stack([baseline(method, g, m) for g, m in zip(gts, masks, strict=True)])
+
+
+def _scores(gts: np.ndarray, outputs: dict, lpips_metric) -> dict:
+    """{method: {metric: (B,) values}} of each method's outputs against the ground truths:
+    l1, psnr, ssim, and lpips with an lpips_metric."""
+    import jax.numpy as jnp
+
+    target = jnp.asarray(gts, jnp.float32) / 255
+    perceptual = {} if lpips_metric is None else dict(zip(
+        outputs, lpips_metric.against(gts, list(outputs.values())), strict=True))
+    scores = {}
+    for method, out in outputs.items():
+        pred = jnp.asarray(out, jnp.float32) / 255
+        scores[method] = {"l1": metrics.l1(pred, target), "psnr": metrics.psnr(pred, target),
+                          "ssim": metrics.ssim(pred, target)}
+        if method in perceptual:
+            scores[method]["lpips"] = perceptual[method]
+    return scores
+
+
+def _shows(entry: dict, shown: list[str], groups: set[tuple[str, bool]]) -> bool:
+    """Whether the pair of mask `entry` is its bucket's example: the first of the bucket, in
+    the border class that alternates from bucket to bucket (inner, border, inner, ...) where
+    the set (its (bucket, border) `groups`) has both; `shown`: the buckets shown so far."""
+    border = len(shown) % 2 == 1
+    return entry["bucket"] not in shown and (
+        entry["border"] == border or (entry["bucket"], border) not in groups)
 
 
 def _fids(features: dict, buckets: list[str], methods: Sequence[str]) -> dict:
@@ -322,12 +345,13 @@ def main(argv: list[str] | None = None) -> int:
             "--size": (8 if args.size is None else args.size, 8, mask_lib.MAX_MASK_SIZE)}):
         parser.error(problem)
     from pconv_jax import data
-    from pconv_jax.checkpoint import CheckpointError, checkpoint_dir
+    from pconv_jax.checkpoint import CheckpointError, checkpoint_dir, quiet_orbax_failures
     from pconv_jax.inpaint import Inpainter, InpaintError
     from pconv_jax.paths import check_outputs, probe_writable
     from pconv_jax.vgg import WeightFileError
     from pconv_jax.visualize import save_grid
 
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         # before anything is read or loaded: --out may overlap no input, however spelled
         check_outputs({"--out": args.out}, {

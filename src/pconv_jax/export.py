@@ -26,10 +26,9 @@ complete: a failed export leaves no partial file and an existing `--out` untouch
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import pathlib
 import sys
-import tempfile
 from collections.abc import Callable
 
 import jax
@@ -37,8 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pconv_jax.model import IMAGENET_MEAN, IMAGENET_STD, PConvUNet
-from pconv_jax.paths import check_outputs
+from pconv_jax.model import PConvUNet
+from pconv_jax.ops import IMAGENET_MEAN, IMAGENET_STD, phase_kernels
+from pconv_jax.paths import check_outputs, writable_folder, write_atomically
 
 FORMATS = (".onnx", ".stablehlo")
 DTYPES = ("float32", "bfloat16")
@@ -73,9 +73,7 @@ def load_model(workdir: str, step: int | None = None,
     inpainter = load_inpainter(workdir, step)
     model = inpainter.model
     if dtype != model.config.dtype:
-        eps = model.config.mask_eps if dtype == "float32" else max(model.config.mask_eps, 1e-6)
-        config = dataclasses.replace(model.config, dtype=dtype, mask_eps=eps)
-        converted = PConvUNet(config, rngs=nnx.Rngs(0))
+        converted = PConvUNet(model.config.with_dtype(dtype), rngs=nnx.Rngs(0))
         nnx.update(converted, nnx.state(model))
         model = converted
     model.eval()
@@ -200,25 +198,6 @@ def _encoder_layer(g: _Graph, block, x: str, mask: str) -> tuple[str, str]:
     return _activate(g, y, block.activation, block.slope), mask
 
 
-def _phase_kernels(kernel: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
-    """For conv(upsample_nearest(x), kernel) computed at low resolution: per output phase
-    (py, px) in DepthToSpace's order, its kernel (taps summed where they read the same
-    low-resolution pixel) and ONNX pads [top, left, bottom, right]."""
-    from pconv_jax.ops import _phase_taps
-
-    k = kernel.shape[0]
-    phases = []
-    for py in (0, 1):
-        rows = _phase_taps(k, py)
-        for px in (0, 1):
-            cols = _phase_taps(k, px)
-            taps = np.stack([np.stack([kernel[ti][:, tj].sum((0, 1)) for _, tj in cols])
-                             for _, ti in rows])  # (len(rows), len(cols), C, O)
-            pads = [-rows[0][0], -cols[0][0], rows[-1][0], cols[-1][0]]
-            phases.append((taps, pads))
-    return phases
-
-
 def _decoder_layer(g: _Graph, block, low: tuple[str, str], skip: tuple[str, str],
                    c_up: int) -> tuple[str, str]:
     """Partial convolution of concat(upsample x2 (low), skip), the upsampled part's
@@ -228,9 +207,10 @@ def _decoder_layer(g: _Graph, block, low: tuple[str, str], skip: tuple[str, str]
     k, cin = kernel.shape[0], kernel.shape[2]
     pad = block.padding
     low_masked = g.op("Mul", x_low, m_low)  # (N,C_up,h,w)
+    # the phases in (py, px) row-major order: DepthToSpace's; ONNX pads [top, left, bottom, right]
     phases = [g.op("Conv", low_masked, g.const(_oihw(taps), "phase"),
-                   kernel_shape=list(taps.shape[:2]), pads=pads)
-              for taps, pads in _phase_kernels(kernel[:, :, :c_up])]
+                   kernel_shape=list(taps.shape[:2]), pads=[top, left, bottom, right])
+              for taps, ((top, bottom), (left, right)) in phase_kernels(kernel[:, :, :c_up])]
     up = g.op("DepthToSpace", g.op("Concat", *phases, axis=1), blocksize=2, mode="DCR")
     skip_raw = g.op("Conv", g.op("Mul", x_skip, m_skip),
                     g.const(_oihw(kernel[:, :, c_up:]), "kernel"), kernel_shape=[k, k],
@@ -320,20 +300,6 @@ def check_onnx(data: bytes) -> None:
 
 # --- the command line -----------------------------------------------------------------------
 
-def write_atomically(out: str, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `out`, then moves it onto `out`."""
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def check_request(workdir: str, step: int | None, out: str) -> str:
     """The format of `out` (its suffix); ExportError/OSError for a request that cannot succeed,
     from what costs milliseconds: run, step, suffix, overlap, a writable folder."""
@@ -352,17 +318,10 @@ def check_request(workdir: str, step: int | None, out: str) -> str:
         raise ExportError(f"--workdir {workdir} holds no checkpoint ({directory})")
     if step is not None and step not in steps:
         raise ExportError(f"no checkpoint for --step {step} in {directory}; saved steps: {steps}")
-    folder = os.path.dirname(os.path.abspath(out))
-    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-        if os.path.lexists(folder):
-            raise ExportError(f"cannot write --out {out}: {folder} is not a folder")
-        folder = os.path.dirname(folder)  # the nearest folder that exists
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        writable_folder(out)
     except OSError as err:
-        raise ExportError(f"cannot write --out {out}: {folder} takes no files "
-                          f"({err.strerror})") from None
+        raise ExportError(f"cannot write --out {out}: {err}") from None
     return suffix
 
 
@@ -389,7 +348,7 @@ def export_run(workdir: str, out: str, step: int | None = None,
         check_onnx(data)
     else:
         data = export_stablehlo(model)
-    write_atomically(out, data)
+    write_atomically(out, lambda tmp: pathlib.Path(tmp).write_bytes(data))
     return (f"wrote {out} ({len(data) / 2**20:.1f} MiB, step {loaded_step}, {dtype}): "
             f"batch any, height and width multiples of {multiple}")
 
@@ -405,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="compute dtype (bfloat16: .stablehlo, for accelerators)")
     args = parser.parse_args(argv)
+    from pconv_jax.checkpoint import quiet_orbax_failures
+
+    quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         print(export_run(args.workdir, args.out, args.step, args.dtype))
     except (OSError, ValueError) as err:  # ExportError, CheckpointError, a bad config.json

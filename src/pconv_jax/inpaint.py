@@ -13,11 +13,12 @@ composited, so every valid pixel comes back bit-identical (outputs are lossless 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import warnings
-from typing import NamedTuple
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,18 @@ from flax import nnx
 from PIL import Image
 
 from pconv_jax import checkpoint as ckpt
+from pconv_jax.imagefile import (
+    ImageFileError,
+    deep_colour,
+    list_images,
+    load_mask_image,
+    read_alpha,
+    read_header,
+    read_uint8,
+)
+from pconv_jax.masks import resize_nearest
 from pconv_jax.model import PConvUNet, UNetConfig
-from pconv_jax.paths import check_outputs
+from pconv_jax.paths import check_outputs, nearest_folder, writable_folder
 
 # Images above this many pixels are refused rather than risking the host's memory.
 MAX_PIXELS = 4096 * 4096
@@ -123,33 +134,41 @@ def _check_values(images: np.ndarray, masks: np.ndarray) -> None:
                            "condition on (1 = valid in the Python API)")
 
 
+@contextlib.contextmanager
+def _as_inpaint_error() -> Iterator[None]:
+    """An ImageFileError raised in the block becomes an InpaintError with its message."""
+    try:
+        yield
+    except ImageFileError as err:
+        raise InpaintError(str(err)) from None
+
+
 def read_image(path: str) -> np.ndarray:
     """An image file as (H,W,3) uint8 as displayed (greyscale, RGBA, 16-bit, EXIF handled)."""
-    from pconv_jax.masks import read_uint8
-
-    try:
+    with _as_inpaint_error():
         return read_uint8(path, "RGB")
-    except ValueError as err:
-        raise InpaintError(str(err)) from None
 
 
 def read_mask(path: str, *, invert: bool, size: tuple[int, int] | None,
               resize: bool) -> np.ndarray:
     """A mask file as (H,W) float32 with 1 = valid: pixels brighter than 50% grey are holes
     (valid with invert), the threshold the rest of the package uses."""
-    from pconv_jax.masks import load_mask_image, resize_nearest
-
-    try:
+    with _as_inpaint_error():
         valid = load_mask_image(path, hole_is_white=not invert) > 0
-    except ValueError as err:
-        raise InpaintError(str(err)) from None
     if size is not None and valid.shape != size:
         if not resize:
-            raise InpaintError(f"mask {path} is {valid.shape[1]}x{valid.shape[0]} but the image "
-                               f"is {size[1]}x{size[0]}; pass --resize-mask to resize it "
-                               "(nearest neighbour)")
+            raise mask_size_error(path, valid.shape[::-1], size[::-1])
         valid = resize_nearest(valid, size)
     return valid.astype(np.float32)
+
+
+def mask_size_error(mask_path: str, mask_size: tuple[int, int], image_size: tuple[int, int],
+                    image_path: str | None = None) -> InpaintError:
+    """The error for a mask of (width, height) `mask_size` on an image of `image_size`."""
+    image = "the image" if image_path is None else f"the image {image_path}"
+    return InpaintError(f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but {image} is "
+                        f"{image_size[0]}x{image_size[1]}; pass --resize-mask to resize it "
+                        "(nearest neighbour)")
 
 
 def load_pair(image_path: str, mask_path: str, *, invert: bool = False,
@@ -195,88 +214,30 @@ def with_alpha(image: np.ndarray, alpha: np.ndarray | None, out_path: str) -> np
     return np.dstack([image, alpha])  # (H,W,4): RGB inpainted, alpha copied
 
 
-# Pixel modes the readers turn into 8-bit RGB or grey (masks.read_uint8); others are refused
-# from the header, before their pixels are decoded.
-READABLE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX",
-                            "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "I;16N"})
-
-
-class Header(NamedTuple):
-    """An image file's size as its header tells it, without decoding a pixel."""
-
-    width: int
-    height: int
-    oriented: bool  # the size as displayed (EXIF turn known); False: as stored, turn unknown
-
-    @property
-    def pixels(self) -> int:
-        """width * height, whichever way the image is turned."""
-        return self.width * self.height
-
-    def may_equal(self, other: Header) -> bool:
-        """Whether the two images can be displayed at one size: certain when both sizes are
-        oriented, up to a quarter turn otherwise (the decoded pixels then decide)."""
-        if self.oriented and other.oriented:
-            return (self.width, self.height) == (other.width, other.height)
-        return sorted((self.width, self.height)) == sorted((other.width, other.height))
-
-
-def read_header(path, what: str) -> Header:
-    """The size of an image file (a path or a binary file object) from its header alone.
-
-    Raises InpaintError naming the file when it does not open as an image, holds more than one
-    frame (an animation: which one to fill?) or pixels the readers do not take (mode F, LAB,
-    HSV). A PNG's EXIF turn is read only when it precedes the pixels: Pillow would decode the
-    whole image to look for one after them, so such a PNG's size is the stored one.
-    """
-    try:
-        with warnings.catch_warnings():  # the pixel limit is checked by the caller
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                mode, animated = im.mode, getattr(im, "is_animated", False)
-                oriented = im.format != "PNG" or "exif" in im.info
-                turned = oriented and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError,
-            EOFError) as err:
-        raise InpaintError(f"cannot read {what} {path}: {err}") from None
-    if animated:
-        raise InpaintError(f"{what} {path} holds more than one frame (an animation): save the "
-                           "frame to fill as a still PNG")
-    if mode not in READABLE_MODES:
-        raise InpaintError(f"{what} {path} has pixels of mode {mode}, which are not read: save "
-                           "it as an 8- or 16-bit RGB or greyscale PNG")
-    return Header(h, w, True) if turned else Header(w, h, oriented)
-
-
 def check_jobs(jobs: list[tuple[str, str, str]], *, resize_mask: bool = False) -> None:
     """Raises InpaintError for the first job whose image or mask header does not read, whose
     sizes do not fit, or whose output folder takes no files: checks that cost milliseconds,
     made before the model loads."""
-    import tempfile
-
-    probed: set[str] = set()
+    checked: set[str] = set()  # output folders: each is probed once
     for image_path, mask_path, out in jobs:
-        image = read_header(image_path, "image")
+        with _as_inpaint_error():
+            image = read_header(image_path, "image")
         if image.pixels > MAX_PIXELS:
             raise InpaintError(f"image {image_path} of {image.width}x{image.height} pixels "
                                f"exceeds the limit of {MAX_PIXELS} pixels; downscale or tile it")
-        mask = read_header(mask_path, "mask")
+        with _as_inpaint_error():
+            mask = read_header(mask_path, "mask")
         if not resize_mask and not mask.may_equal(image):
-            raise InpaintError(f"mask {mask_path} is {mask.width}x{mask.height} but the image "
-                               f"{image_path} is {image.width}x{image.height}; pass "
-                               "--resize-mask to resize it (nearest neighbour)")
+            raise mask_size_error(mask_path, (mask.width, mask.height),
+                                  (image.width, image.height), image_path)
         folder = os.path.dirname(os.path.abspath(out))
-        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-            folder = os.path.dirname(folder)  # the nearest folder that exists
-        if folder in probed:
+        if folder in checked:
             continue
         try:
-            with tempfile.TemporaryFile(dir=folder):
-                probed.add(folder)
+            writable_folder(out)
         except OSError as err:
-            raise InpaintError(f"cannot write {out}: {folder} takes no files "
-                               f"({err.strerror})") from None
+            raise InpaintError(f"cannot write {out}: {err}") from None
+        checked.add(folder)
 
 
 def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
@@ -291,9 +252,7 @@ def inpaint_files(inpainter: Inpainter, jobs: list[tuple[str, str, str]], *,
     import shutil
     import tempfile
 
-    first = os.path.dirname(os.path.abspath(jobs[0][2])) if jobs else os.getcwd()
-    while not os.path.isdir(first) and os.path.dirname(first) != first:
-        first = os.path.dirname(first)  # the nearest existing folder: same file system
+    first = nearest_folder(jobs[0][2]) if jobs else os.getcwd()  # the outputs' file system
     staging = tempfile.mkdtemp(prefix=".pconv-inpaint-", dir=first)
     staged: list[tuple[str, str]] = []  # (staged file, final output)
 
@@ -336,8 +295,6 @@ def _inpaint_jobs(inpainter: Inpainter, jobs: list[tuple[str, str, str]], save, 
         pending.clear()
 
     for image_path, mask_path, out in tqdm(jobs, disable=not progress, unit="image"):
-        from pconv_jax.masks import deep_colour, read_alpha
-
         image, valid = load_pair(image_path, mask_path, invert=invert, resize_mask=resize_mask)
         alpha = read_alpha(image_path)  # (H,W) uint8 or None: copied to the output as it is
         note = (" (16-bit input, written as 8-bit)" if deep_colour(image_path) else "") + \
@@ -396,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--image needs --mask and --images needs --masks")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    ckpt.quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         # before anything is read or loaded: --out may overlap no input, however spelled
         check_outputs({"--out": args.out}, {
@@ -420,8 +378,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _by_relative_stem(folder: str) -> dict[str, str]:
     """{relative path without extension: file} of the images below `folder`."""
-    from pconv_jax.masks import list_images
-
     found: dict[str, str] = {}
     for path in list_images(folder):
         key = os.path.splitext(os.path.relpath(path, folder))[0]

@@ -1,7 +1,8 @@
-"""Hole masks (1 = valid, 0 = hole): generation, mask files, augmentation, hole-ratio buckets.
+"""Hole masks (1 = valid, 0 = hole): generation, augmentation, mask sources, hole-ratio buckets.
 
 Masks are NumPy (H,W) float32 arrays holding only 0 and 1; nothing here knows the model.
-Resizing is nearest-neighbour only, so masks stay binary.
+Resizing is nearest-neighbour only, so masks stay binary. Mask files are read by
+`pconv_jax.imagefile` (`load_mask_image`: white = hole by default).
 
     python -m pconv_jax.masks make-eval-set --out DIR --per-bucket N --size S --seed K
 """
@@ -12,10 +13,11 @@ import argparse
 import json
 import os
 import sys
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+
+from pconv_jax.imagefile import first_decodable, load_holes, readable_images
 
 # The paper's hole-to-image area-ratio buckets (DESIGN.md §1).
 BUCKETS: tuple[tuple[float, float], ...] = (
@@ -136,221 +138,6 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
-def read_uint8(path: str, mode: str = "RGB", what: str = "image") -> np.ndarray:
-    """An image file as uint8 (H,W,3) for mode 'RGB' or (H,W) for 'L', as it is displayed.
-
-    The EXIF orientation is applied (phone photos), 16-bit images are scaled to 8 bits as
-    round(v / 257) in every channel (Pillow alone keeps the high byte of 16-bit colour), and
-    greyscale/RGBA/palette images are converted. Raises ValueError naming the file when it
-    cannot be read or is too large for Pillow's safety limit.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            if mode == "RGB" and deep_colour(path):
-                rgb = np.round(_read_deep_colour(path)[..., :3] / 257).astype(np.uint8)
-                return np.asarray(_oriented(Image.fromarray(rgb), im))
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float pixels
-                values = np.asarray(im, np.float64)
-                if im.mode == "F" or values.min() < 0 or values.max() > 65535:
-                    raise ValueError(f"pixel values {values.min():g}..{values.max():g} in mode "
-                                     f"{im.mode} are not 8- or 16-bit; save it as 8/16-bit PNG")
-                grey = np.round(values / 257).astype(np.uint8)  # 65535 -> 255
-                return grey if mode == "L" else np.repeat(grey[..., None], 3, axis=2)
-            return np.asarray(im.convert(mode))
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot read {what} {path}: {err}") from None
-
-
-def deep_colour(path: str) -> bool:
-    """Whether `path` is a 16-bit colour PNG (RGB or RGBA), which Pillow reads as 8-bit by
-    dropping the low byte."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(26)  # signature, IHDR length and type, width, height, depth, colour
-    except OSError:
-        return False
-    return head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16 \
-        and head[25] in (2, 6)
-
-
-def _read_deep_colour(path: str) -> np.ndarray:
-    """A 16-bit colour PNG as (H,W,3|4) uint16 RGB(A), as stored (no EXIF turn)."""
-    import cv2
-
-    deep = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # BGR(A)
-    if deep is None or deep.dtype != np.uint16 or deep.ndim != 3:
-        raise ValueError("OpenCV could not read its 16-bit pixels")
-    order = [2, 1, 0, 3][:deep.shape[2]]
-    return deep[..., order]
-
-
-def _oriented(image, source):
-    """`image` (a PIL image of `source`'s stored pixels) turned as `source`'s EXIF says."""
-    from PIL import Image
-
-    turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}.get(source.getexif().get(0x0112, 1))
-    return image.transpose(turn) if turn is not None else image
-
-
-def read_alpha(path: str) -> np.ndarray | None:
-    """An image file's alpha channel as (H,W) uint8 as displayed, or None when it has none or
-    it is fully opaque; ValueError naming the file when it cannot be read."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            if deep_colour(path):
-                deep = _read_deep_colour(path)
-                if deep.shape[2] < 4:
-                    return None
-                alpha = np.round(deep[..., 3] / 257).astype(np.uint8)
-                alpha = np.asarray(_oriented(Image.fromarray(alpha), im))
-            elif im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                alpha = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))[..., 3]
-            else:
-                return None
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    return None if alpha.min() == 255 else alpha
-
-
-# The first bytes of PNG and JPEG files, for choosing the OpenCV decoder.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
-
-
-def _within_pil_limit(width: int, height: int) -> bool:
-    """Whether PIL decodes a width x height image without a decompression-bomb warning or
-    error (Image.MAX_IMAGE_PIXELS), so that OpenCV may decode it in PIL's place."""
-    from PIL import Image
-
-    return Image.MAX_IMAGE_PIXELS is None or width * height <= Image.MAX_IMAGE_PIXELS
-
-
-def _png_decodes_like_pil(data: bytes) -> bool:
-    """Whether OpenCV decodes this PNG to the pixels PIL's read_uint8 gives: a complete,
-    still (not animated) file, 8 bits or fewer per sample, within PIL's size limit, and no
-    EXIF/XMP chunk that could carry an orientation."""
-    if len(data) < 33 or data[12:16] != b"IHDR" or data[24] > 8:
-        return False
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if not _within_pil_limit(width, height):
-        return False
-    pos = 8
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        if kind == b"IEND":
-            return True
-        if kind in (b"eXIf", b"acTL"):  # EXIF; animation control (APNG)
-            return False
-        if kind in (b"tEXt", b"zTXt", b"iTXt"):  # PIL reads EXIF and XMP from text chunks too
-            keyword = data[pos + 8:pos + 8 + min(length, 80)].split(b"\0", 1)[0].lower()
-            if b"exif" in keyword or b"xmp" in keyword:
-                return False
-        pos += 12 + length
-    return False  # truncated: PIL decides what it makes of it
-
-
-def _jpeg_decodes_like_pil(data: bytes) -> bool:
-    """Whether OpenCV decodes this JPEG to the pixels PIL's read_uint8 gives: a complete file
-    with 8-bit greyscale or YCbCr samples, within PIL's size limit, and no APP1 (EXIF/XMP
-    orientation) or APP14 (Adobe) segment."""
-    if not data.endswith(b"\xff\xd9"):
-        return False
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA:  # start of scan: the header is over
-            return True
-        if marker in (0xE1, 0xEE):  # APP1 (EXIF, XMP) or APP14 (Adobe colour transform)
-            return False
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
-            if pos + 10 > len(data) or data[pos + 4] != 8 or data[pos + 9] not in (1, 3):
-                return False
-            height = int.from_bytes(data[pos + 5:pos + 7], "big")
-            if not _within_pil_limit(int.from_bytes(data[pos + 7:pos + 9], "big"), height):
-                return False
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-    return False
-
-
-def _grey_uint8_cv2(path: str) -> np.ndarray | None:
-    """The file's greyscale (H,W) uint8 pixels exactly as read_uint8(path, 'L') gives them,
-    decoded by OpenCV, or None when this file needs PIL (or cannot be read)."""
-    import cv2
-
-    try:
-        with open(path, "rb") as f:  # Python's open: any path, Unicode included
-            data = f.read()
-    except OSError:
-        return None  # PIL raises the error read_uint8 reports
-    if data.startswith(_PNG_SIGNATURE):
-        usable = _png_decodes_like_pil(data)
-    else:
-        usable = data.startswith(_JPEG_SIGNATURE) and _jpeg_decodes_like_pil(data)
-    if not usable:
-        return None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if pixels is None or pixels.dtype != np.uint8:
-        return None
-    if pixels.ndim == 2:
-        return pixels
-    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
-        return None
-    # PIL's RGB -> L: L = (19595 R + 38470 G + 7471 B + 2**15) >> 16 (ITU-R 601-2 luma, rounded).
-    # Every product and sum stays below 2**24, so float32 holds them exactly. OpenCV is BGR(A).
-    weights = np.array([[7471, 38470, 19595, 0][:pixels.shape[2]] + [32768]], np.float32)
-    luma = cv2.transform(pixels.astype(np.float32), weights)  # (H,W) float32
-    return np.floor(luma * np.float32(1 / 65536)).astype(np.uint8)
-
-
-def _hole_levels(hole_is_white: bool, threshold: float) -> np.ndarray:
-    """(256,) bool: which grey levels g are holes, by the rule grey / 255 > threshold."""
-    levels = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
-    bright = levels > threshold
-    return bright if hole_is_white else ~bright
-
-
-def _read_grey(path: str) -> np.ndarray:
-    """A mask file's (H,W) uint8 grey levels as read_uint8(path, 'L') gives them, decoded by
-    OpenCV where that gives the same pixels (faster) and by PIL otherwise."""
-    grey = _grey_uint8_cv2(path)
-    return read_uint8(path, "L", what="mask image") if grey is None else grey
-
-
-def load_mask_image(path: str, *, hole_is_white: bool = True, threshold: float = 0.5) -> np.ndarray:
-    """Reads a mask image as (H,W) float32 with 1 = valid; bright pixels are holes by default.
-
-    NVIDIA's irregular mask set draws holes in white, as most inpainting tools do; pass
-    hole_is_white=False for files where white marks the valid region. PNG and JPEG files are
-    decoded by OpenCV where that gives PIL's pixels exactly; others (16-bit, EXIF orientation,
-    WebP, ...) by PIL. Raises ValueError naming the file when it cannot be read.
-    """
-    import cv2
-
-    valid = (~_hole_levels(hole_is_white, threshold)).astype(np.float32)  # per grey level
-    return cv2.LUT(_read_grey(path), valid)
-
-
-def _load_holes(path: str, hole_is_white: bool) -> np.ndarray:
-    """The holes of a mask file as (H,W) uint8, 1 = hole: load_mask_image(path) == 0."""
-    import cv2
-
-    return cv2.LUT(_read_grey(path), _hole_levels(hole_is_white, 0.5).astype(np.uint8))
-
-
 def _holes(mask: np.ndarray) -> np.ndarray:
     """(H,W) uint8, 1 where an (H,W) or (H,W,1) mask is 0 (a hole)."""
     mask = np.asarray(mask)
@@ -426,17 +213,6 @@ def _warp_holes(hole: np.ndarray, size: int, dilate_iters: int, angle: float, si
     return cv2.LUT(out, _VALID_OF_HOLE)
 
 
-def list_images(folder: str) -> list[str]:
-    """Image files (png, jpg, jpeg, webp, bmp) below `folder`, recursively, sorted."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"not a folder: {folder}")
-    suffixes = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-    found = []
-    for root, _, files in os.walk(folder):
-        found.extend(os.path.join(root, f) for f in files if f.lower().endswith(suffixes))
-    return sorted(found)
-
-
 class MaskSource:
     """Masks for training: irregular random masks, or files from a folder with augmentation."""
 
@@ -459,59 +235,9 @@ class MaskSource:
         # augment(load_mask_image(path)) without the float32 mask in between
         hole = first_decodable(
             self.files, int(rng.integers(len(self.files))), self.broken,
-            lambda path: _load_holes(path, self.hole_is_white),
+            lambda path: load_holes(path, self.hole_is_white),
             f"mask files below {self.folder}")
         return _augment_holes(hole, self.size, rng)
-
-
-def first_decodable(files: Sequence[str], start: int, broken: set[str],
-                    read: Callable[[str], np.ndarray], what: str) -> np.ndarray:
-    """read(files[start]), or of the next file that decodes when it does not.
-
-    Files that fail (their header read, their data did not) are added to `broken`, warned
-    about once and skipped from then on; ValueError naming `what` when none decodes.
-    """
-    for offset in range(len(files)):
-        path = files[(start + offset) % len(files)]
-        if path in broken:
-            continue
-        try:
-            return read(path)
-        except (OSError, ValueError):
-            broken.add(path)
-            warnings.warn(f"could not decode {path} (broken after its header); using the "
-                          "next file instead", stacklevel=3)
-    raise ValueError(f"none of the {len(files)} {what} could be decoded")
-
-
-def _header_reads(path: str) -> bool:
-    """Whether PIL can read the image header of `path`."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.size  # noqa: B018 - reads the header
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def readable_images(folder: str, what: str = "image") -> list[str]:
-    """Image files below `folder` whose header reads (sorted); the others are skipped with a
-    warning that counts them. Headers are read by 16 threads (slow or network file systems)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    files = list_images(folder)
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        ok = list(pool.map(_header_reads, files))
-    good = [path for path, fine in zip(files, ok, strict=True) if fine]
-    bad = [path for path, fine in zip(files, ok, strict=True) if not fine]
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable {what} file(s) in {folder}, e.g. {bad[0]}",
-                      stacklevel=3)
-    if not good:
-        raise FileNotFoundError(f"no readable {what} files (png/jpg/webp/bmp) found below {folder}")
-    return good
 
 
 def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:

@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pconv_jax.ops import partial_conv, partial_conv_upsample_concat
+from pconv_jax.ops import from_imagenet, partial_conv, partial_conv_upsample_concat, to_imagenet
 
 Array = jax.Array
 
 NORMALIZATIONS = ("none", "imagenet")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +99,14 @@ class UNetConfig:
             raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(fields)}")
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
         values["dtype"] = compute_dtype
-        if compute_dtype != "float32" and values.get("mask_eps", 1e-8) < 1e-6:
-            values["mask_eps"] = 1e-6  # the authors' advice under mixed precision
         values["image_size"] = image_size
-        return cls(**values)
+        return cls(**values).with_dtype(compute_dtype)
+
+    def with_dtype(self, dtype: str) -> UNetConfig:
+        """This config computing in `dtype`; below float32 the mask eps is at least 1e-6 (the
+        authors' advice under mixed precision), in float32 it stays as it is."""
+        eps = self.mask_eps if dtype == "float32" else max(self.mask_eps, 1e-6)
+        return dataclasses.replace(self, dtype=dtype, mask_eps=eps)
 
     @classmethod
     def paper(cls) -> UNetConfig:
@@ -261,8 +263,7 @@ class PConvUNet(nnx.Module):
         mask = mask.astype(jnp.float32)
         imagenet = self.config.normalization == "imagenet"
         if imagenet:  # [-1,1] -> (x01 - mean) / std, the space the layers were trained in
-            mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-            image = ((image + 1) / 2 - mean) / std
+            image = to_imagenet(image)
         skips = [(image, mask)]  # level k holds (N, H/2^k, W/2^k, C_k)
         x, m = image, mask
         for block in self.encoder:
@@ -273,7 +274,7 @@ class PConvUNet(nnx.Module):
             x, m = block(x, m, skips.pop())  # upsample, concat skip -> (N, 2h, 2w, C_out)
         x = x.astype(jnp.float32)
         if imagenet:  # back from the normalised space to [-1, 1]
-            x = (x * std + mean) * 2 - 1
+            x = from_imagenet(x)
         return x, m
 
     def freeze_encoder_batchnorm(self, frozen: bool = True) -> None:

@@ -13,6 +13,9 @@ valid channels (`conv(M, ones(kh,kw,C,1)) == conv(sum_c M, ones(kh,kw,1,1))`), a
 channel concatenation of features that carry different masks (`partial_conv_concat`): each
 part's mask counts with the weight of its channel number. Mask sums and ratios are float32
 whatever the feature dtype and carry no gradient.
+
+ImageNet's input statistics live here too (`to_imagenet`, `from_imagenet`): the model and the
+loss's VGG-16 both normalise with them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -30,6 +34,25 @@ IntOrPair = Union[int, Sequence[int]]
 Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# ImageNet's per-channel mean and standard deviation of [0, 1] RGB: the input space of
+# ImageNet-trained networks (the loss's VGG-16; naoto0804's UNet, UNetConfig.normalization).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_imagenet(images: Array) -> Array:
+    """(N,H,W,3) in [-1, 1] -> float32 (x01 - mean) / std, ImageNet-normalised."""
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    return ((images.astype(jnp.float32) + 1) / 2 - mean) / std
+
+
+def from_imagenet(x: Array) -> Array:
+    """The inverse of to_imagenet: ImageNet-normalised (N,H,W,3) -> float32 in [-1, 1] space."""
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    return (x.astype(jnp.float32) * std + mean) * 2 - 1
 
 
 def _pair(value: IntOrPair, name: str) -> tuple[int, int]:
@@ -361,6 +384,29 @@ def _phase_taps(k: int, phase: int) -> list[tuple[int, list[int]]]:
     return sorted(groups.items())
 
 
+def phase_kernels(kernel: Any) -> list[tuple[Any, tuple[tuple[int, int], tuple[int, int]]]]:
+    """conv(upsample_nearest(x), kernel) at low resolution: per output phase (py, px), in the
+    order (0,0), (0,1), (1,0), (1,1), its kernel and its padding ((top, bottom), (left, right)).
+
+    kernel: (k,k,C,O), k odd, a NumPy array (kept in its dtype: export folds in float64) or a
+    JAX one. A phase's kernel (a,b,C,O) sums the taps that read the same low-resolution pixel.
+    """
+    xp = np if isinstance(kernel, np.ndarray) else jnp
+    k = kernel.shape[0]
+    phases = []
+    for py in (0, 1):
+        rows = _phase_taps(k, py)
+        for px in (0, 1):
+            cols = _phase_taps(k, px)
+            taps = xp.stack([
+                xp.stack([kernel[np.asarray(ti)][:, np.asarray(tj)].sum((0, 1))
+                          for _, tj in cols])
+                for _, ti in rows
+            ])  # (len(rows), len(cols), C, O)
+            phases.append((taps, ((-rows[0][0], rows[-1][0]), (-cols[0][0], cols[-1][0]))))
+    return phases
+
+
 def conv_upsampled(x: Array, kernel: Array) -> Array:
     """conv(upsample_nearest(x), kernel) with stride 1 and (k-1)//2 padding, at low resolution.
 
@@ -373,18 +419,8 @@ def conv_upsampled(x: Array, kernel: Array) -> Array:
     if kernel.shape[1] != k or k % 2 == 0:
         raise ValueError(f"conv_upsampled needs a square odd kernel, got {tuple(kernel.shape)}")
     n, h, w, _ = x.shape
-    phases = []
-    for py in (0, 1):
-        rows = _phase_taps(k, py)
-        for px in (0, 1):
-            cols = _phase_taps(k, px)
-            taps = jnp.stack([
-                jnp.stack([kernel[jnp.asarray(ti)][:, jnp.asarray(tj)].sum((0, 1))
-                           for _, tj in cols])
-                for _, ti in rows
-            ])  # (len(rows), len(cols), C, O)
-            pad = ((-rows[0][0], rows[-1][0]), (-cols[0][0], cols[-1][0]))
-            phases.append(_conv(x, taps, (1, 1), pad, (1, 1)))  # (N,h,w,O)
+    phases = [_conv(x, taps, (1, 1), pad, (1, 1))  # (N,h,w,O)
+              for taps, pad in phase_kernels(kernel)]
     y = jnp.stack(phases, axis=0).reshape(2, 2, n, h, w, -1)  # (py, px, N, h, w, O)
     y = y.transpose(2, 3, 0, 4, 1, 5)  # (N, h, py, w, px, O)
     return y.reshape(n, 2 * h, 2 * w, -1)

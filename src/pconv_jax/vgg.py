@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
+from pconv_jax.ops import to_imagenet
 from pconv_jax.weightfile import WeightFileError, read_tensors
 
 Array = jax.Array
@@ -42,8 +43,6 @@ DEEP_LAYERS: tuple[tuple[int, int, int], ...] = (
     (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512),
     (28, 512, 512),
 )
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VGGWeight(nnx.Variable):
@@ -84,10 +83,7 @@ class VGG16Features(nnx.Module):
 
     def __call__(self, images: Array) -> tuple[Array, Array, Array]:
         """images (N,H,W,3) in [-1,1] -> pool1 (N,H/2,W/2,64), pool2 (/4, 128), pool3 (/8, 256)."""
-        mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-        std = jnp.asarray(IMAGENET_STD, jnp.float32)
-        x = ((images.astype(jnp.float32) + 1) / 2 - mean) / std  # ImageNet normalisation
-        x = x.astype(self.dtype)
+        x = to_imagenet(images).astype(self.dtype)
         pools = []
         for (_, _, _, pool), kernel, bias in zip(LAYERS, self.kernels, self.biases, strict=True):
             x = lax.conv_general_dilated(x, lax.stop_gradient(kernel[...]), (1, 1),
