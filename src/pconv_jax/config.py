@@ -9,6 +9,7 @@ a few keys; the command line overrides any (`--config.KEY=VALUE`, parsed by
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from collections.abc import Mapping
@@ -232,6 +233,19 @@ def flat_items(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str,
         else:
             items[f"{prefix}{key}"] = value
     return items
+
+
+def load_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of an experiment config file (experiments/configs/NAME.py); a missing
+    file raises FileNotFoundError, a file without get_config() ConfigError."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_pconv_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config()")
+    return module.get_config()
 
 
 def keys_help() -> str:

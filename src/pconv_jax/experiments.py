@@ -28,7 +28,6 @@ any other setting is refused rather than mixed into the table.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 import numpy as np
 
+from pconv_jax import config as config_lib
 from pconv_jax import evaluate as eval_lib
 from pconv_jax.experiment_report import (
     BASELINES,
@@ -114,14 +114,10 @@ def paper_variants(hole_weights: Sequence[float] = (3.0, 12.0)) -> dict[str, Los
 
 def load_config(path: str) -> ml_collections.ConfigDict:
     """`get_config()` of an experiment config file (experiments/configs/NAME.py)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_pconv_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ExperimentError(f"{path} defines no get_config()")
-    return module.get_config()
+    try:
+        return config_lib.load_file(path)
+    except config_lib.ConfigError as err:
+        raise ExperimentError(str(err)) from None
 
 
 def project_root() -> str:
@@ -150,26 +146,12 @@ def resolve_path(spec: str, root: str) -> str:
 
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of `config` with dotted keys set, e.g. {'train.steps': 20}; unknown keys raise."""
-    config = config.copy_and_resolve_references()
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for part in parents:
-            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-                raise ExperimentError(f"unknown config key {dotted!r}")
-            node = node[part]
-        if leaf not in node:
-            raise ExperimentError(f"unknown config key {dotted!r}")
-        if isinstance(node[leaf], tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(node[leaf], float) and isinstance(value, int):
-            value = float(value)
-        try:
-            node[leaf] = value
-        except TypeError as err:
-            raise ExperimentError(f"config key {dotted!r}: {err}") from None
-    return config
+    """A copy of `config` with dotted keys set, e.g. {'train.steps': 20}; unknown keys raise
+    ExperimentError."""
+    try:
+        return config_lib.apply_overrides(config, overrides)
+    except config_lib.ConfigError as err:
+        raise ExperimentError(str(err)) from None
 
 
 def variant_config(base_config: ml_collections.ConfigDict,

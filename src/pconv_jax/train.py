@@ -559,6 +559,7 @@ def main(argv: list[str] | None = None) -> None:
         print("error: --config and --workdir are required, e.g. python -m pconv_jax.train "
               "--config experiments/configs/demo.py --workdir runs/demo", file=sys.stderr)
         sys.exit(2)
+    ckpt.quiet_orbax_failures()  # an unreadable checkpoint is one line, not Orbax's tracebacks
     try:
         initialize_distributed(flag_values.coordinator_address, flag_values.num_processes,
                                flag_values.process_id)
