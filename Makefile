@@ -10,6 +10,10 @@ PYTHON ?= $(if $(PY312),$(PY312),python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist), each taking whole files: much of the suite waits on
+# subprocesses (the CLIs, pip's resolutions, the browser), so more workers than cores pays.
+# PYTEST_WORKERS=0 runs in this process alone (what `pytest FILE` does without -n).
+PYTEST_WORKERS ?= 3
 
 # Accelerator build of JAX: `make install ACCEL=cuda12` (cuda13, tpu) installs '.[dev,ACCEL]';
 # empty (the default) is the CPU build. Each ACCEL has its own stamp, so switching re-installs.
@@ -45,7 +49,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install browser torch-venv
 	PCONV_TORCH_PYTHON=$(if $(wildcard $(TORCH_STAMP)),$(abspath $(TORCH_VENV))/bin/python) \
-		$(VPY) -m pytest $(PYTEST_ARGS)
+		$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # A torch-only interpreter for the tests against PyTorch networks (tests/test_convert.py:
 # naoto0804's network, its own torch.save files in both formats), never imported by the
@@ -118,7 +122,7 @@ ablation: install
 clean:
 	rm -rf $(VENV) $(TORCH_VENV) $(DEMO_WORKDIR) .pytest_cache .ruff_cache
 
-# The offline GPU check (README, "The offline GPU check"): the wheels a GPU host without network
+# The offline GPU check (docs/accelerators.md, "The offline GPU check"): the wheels a GPU host without network
 # lacks, at constraints.txt's versions, into .gpu-bundle/ (fails over 64 MiB with the source
 # tree); GPU_BUNDLE_ARGS="--dry-run" only resolves them, "--tar FILE" also writes tree + bundle.
 # On the host: benchmarks/gpu_check/run.sh (tests and measures in <= 8 min).

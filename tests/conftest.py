@@ -62,3 +62,18 @@ def cli_server(run_dir, tmp_path_factory):
     cache = tmp_path_factory.mktemp("gradio_cache")
     with AppServer(run_dir, env={"GRADIO_TEMP_DIR": str(cache)}) as server:
         yield server
+
+
+# Files by their share of the suite's time, longest first (BENCHMARKS.md, "make test"): with
+# `-n N --dist loadfile` each worker takes the next whole file when it is free, so starting with
+# the longest leaves short files to fill the end instead of one worker finishing alone.
+LONGEST_FIRST = ("test_train.py", "test_fid_lpips.py", "test_app.py", "test_gpu_check.py",
+                 "test_inpaint.py", "test_export.py", "test_experiments.py", "test_install.py",
+                 "test_convert.py", "test_mixed_precision.py", "test_cpu_hour.py",
+                 "test_app_hostile.py", "test_model.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Orders the collected tests longest file first, keeping each file's own order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

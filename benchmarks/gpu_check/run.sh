@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The offline GPU check: one command that tests and measures pconv-jax on a GPU host in at most
-# 8 minutes, with nothing installed by hand and no network (README, "The offline GPU check").
+# 8 minutes, with nothing installed by hand and no network (docs/accelerators.md, "The offline GPU check").
 #
 #   benchmarks/gpu_check/run.sh           # on the GPU host, with .gpu-bundle/ beside the tree
 #   benchmarks/gpu_check/run.sh --tiny    # CPU dry run at tiny sizes (make test runs it)
