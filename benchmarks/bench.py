@@ -656,6 +656,11 @@ def run_layers(args, results: dict) -> None:
               f"{r['gflops_per_s']:.0f} |")
 
 
+def _peak_mb(row: dict) -> str:
+    """A row's XLA peak in MB for a table cell ('' where the backend reports none)."""
+    return "" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.0f}"
+
+
 def run_nets(args, results: dict) -> None:
     """The UNet's eval-mode forward at 256 px (and 512 px without --quick)."""
     configs = [UNetConfig.paper_256()] if args.quick else [UNetConfig.paper_256(),
@@ -665,10 +670,9 @@ def run_nets(args, results: dict) -> None:
           "XLA peak MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
         print(f"| {r['net']} | {r['batch']} | {r['seconds_per_batch']:.3f} | "
               f"{r['images_per_s']:.2f} | {r['flops'] / 1e9:.1f} | {r['gflops_per_s']:.0f} | "
-              f"{peak} |")
+              f"{_peak_mb(r)} |")
 
 
 def run_losses(args, results: dict) -> None:
@@ -721,10 +725,9 @@ def run_train(args, results: dict) -> None:
           "GFLOP/step | GFLOP/s | XLA peak MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        peak = "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
         print(f"| {r['net']} ({r['compute_dtype']}) | {r['batch']} | "
               f"{r['seconds_per_step']:.3f} | {r['images_per_s']:.3f} | {r['flops'] / 1e9:.1f} | "
-              f"{r['gflops_per_s']:.0f} | {peak} |")
+              f"{r['gflops_per_s']:.0f} | {_peak_mb(r)} |")
     for r in results["l1_step"]:
         print(f"\n| l1-only step | s/step | UNet fwd+bwd+Adam s | time ratio | FLOP ratio |\n"
               f"|---|---|---|---|---|\n| {r['net']} | {r['seconds_per_step']:.3f} | "
