@@ -17,7 +17,6 @@ from typing import Any
 
 import ml_collections
 
-from pconv_jax import data as data_lib
 from pconv_jax import losses
 from pconv_jax.model import UNetConfig
 
@@ -170,8 +169,11 @@ def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
 def data_workers(config: ml_collections.ConfigDict) -> int:
     """`data.workers`, with -1 resolved to `data.default_workers()`."""
     workers = config.data.get("workers", -1)
-    return data_lib.default_workers() if workers == -1 else workers
+    if workers != -1:
+        return workers
+    from pconv_jax.data import default_workers  # Grain only where a run reads data
 
+    return default_workers()
 
 
 def _config_path(argv: list[str]) -> str | None:
