@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pconv_jax import evaluate as ev
+from pconv_jax.baselines import fill
 from pconv_jax.data import open_source
 from pconv_jax.inpaint import Inpainter
 
@@ -60,7 +61,7 @@ def main() -> None:
         truth_u8, mask = (a[0] for a in ev.eval_pairs(images, entries, k, k + 1))
         truth, hole = truth_u8 / 255.0, mask == 0
         model = inpainter(truth_u8, mask) / 255.0
-        telea = ev.baseline("telea", truth_u8, mask) / 255.0
+        telea = fill("telea", truth_u8, mask) / 255.0
         net = inpainter.model
         net.train()  # BatchNorm on this image's own statistics
         raw = net(jnp.asarray(truth[None] * 2 - 1, jnp.float32), jnp.asarray(mask[None, ..., None]))

@@ -95,7 +95,7 @@ def fill(inpainter: Inpainter, image: np.ndarray, hole: np.ndarray, *,
     """{'model', 'telea': (H,W,3|4) uint8, 'seconds': model time} for an (H,W,3|4) uint8
     image and an (H,W) bool hole; outside the hole both equal the image, a real alpha (not
     all opaque) is copied as the CLI does."""
-    from pconv_jax.evaluate import baseline
+    from pconv_jax.baselines import fill
 
     check_request(image, hole)
     rgb = np.ascontiguousarray(image[..., :3])
@@ -107,7 +107,7 @@ def fill(inpainter: Inpainter, image: np.ndarray, hole: np.ndarray, *,
         raise PageError(str(err)) from None
     seconds = time.perf_counter() - start
     if telea:
-        results["telea"] = baseline("telea", rgb, valid)
+        results["telea"] = fill("telea", rgb, valid)
     if image.shape[2] == 4 and (image[..., 3] < 255).any():
         results = {k: np.dstack([v, image[..., 3]]) for k, v in results.items()}
     return results | {"seconds": seconds}

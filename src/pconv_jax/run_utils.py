@@ -156,6 +156,7 @@ class HeldOut:
 
     def __init__(self, images: Any, size: int, count: int, seed: int):
         from pconv_jax import evaluate, metrics
+        from pconv_jax.baselines import fill
         from pconv_jax.masks import irregular_mask
 
         rng = np.random.default_rng(seed)
@@ -163,8 +164,7 @@ class HeldOut:
                    for r in np.linspace(0.05, 0.55, count)]
         self.gts, masks = evaluate.eval_pairs(images, entries, 0, count)  # (P,S,S,3) uint8
         self.masks = masks.astype(np.uint8)[..., None]  # (P,S,S,1) 1 = valid
-        telea = np.stack([evaluate.baseline("telea", g, m) for g, m in zip(self.gts, masks,
-                                                                            strict=True)])
+        telea = np.stack([fill("telea", g, m) for g, m in zip(self.gts, masks, strict=True)])
         self.metrics = metrics
         self.telea_psnr = self._mean_psnr(telea.astype(np.float32) / 255)
 
