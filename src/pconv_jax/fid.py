@@ -5,9 +5,9 @@ torchvision's Inception v3 layout, except that the average pools of the Mixed_5*
 and Mixed_7b blocks leave the padding out of their count and Mixed_7c pools by max. Images
 (N,H,W,3) in [0, 1] are resized to 299x299 (bilinear, half-pixel centres, no antialiasing:
 torch's `interpolate(..., align_corners=False)`), scaled to [-1, 1], and the 2048 pool3
-features are the global average of Mixed_7c. The Frechet distance follows pytorch-fid:
-`scipy.linalg.sqrtm` of sigma1 @ sigma2, 1e-6 added to both diagonals when the product is
-singular, the imaginary part dropped when it is numerically zero and an error otherwise.
+features are the global average of Mixed_7c. The Frechet distance is pytorch-fid's formula;
+the trace of the matrix square root comes from two symmetric eigendecompositions rather than
+its `scipy.linalg.sqrtm` (the same value within 1e-7 relative, ~8x faster at 2048 dims).
 
 Weights: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (read with torch, weights_only)
 or the `.safetensors` that `python -m pconv_jax.fid convert IN.pth OUT.safetensors` writes.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Mapping
 
 import jax
@@ -267,10 +266,8 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray, eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), as pytorch-fid."""
-    from scipy import linalg
-
+                     sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), pytorch-fid's formula."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1 = np.atleast_2d(sigma1).astype(np.float64)
     sigma2 = np.atleast_2d(sigma2).astype(np.float64)
@@ -278,24 +275,50 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
             sigma1.shape != (len(mu1), len(mu1)):
         raise ValueError(f"mismatched statistics: mu {mu1.shape}/{mu2.shape}, sigma "
                          f"{sigma1.shape}/{sigma2.shape}")
+    return _frechet(mu1, sigma1, _sqrt_psd(sigma1), mu2, sigma2)
+
+
+def _frechet(mu1: np.ndarray, sigma1: np.ndarray, root1: np.ndarray, mu2: np.ndarray,
+             sigma2: np.ndarray) -> float:
+    """frechet_distance given root1 = sigma1^(1/2) (see trace_sqrt_product)."""
     diff = mu1 - mu2
-    with warnings.catch_warnings():  # a singular product is handled below, as pytorch-fid
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():  # regularise both, as pytorch-fid
-            offset = np.eye(len(mu1)) * eps
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"FID: imaginary component {np.max(np.abs(covmean.imag)):g} in "
-                             "the matrix square root")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    inner = root1 @ sigma2 @ root1
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)  # symmetrised against rounding
+    trace_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix."""
+    w, v = np.linalg.eigh(sigma)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr (sigma1 sigma2)^(1/2) of two symmetric positive semi-definite (D,D) matrices.
+
+    sigma1 sigma2 has the eigenvalues of the symmetric S sigma2 S with S = sigma1^(1/2), all
+    >= 0, so the trace of its square root is the sum of their square roots: two symmetric
+    eigendecompositions instead of pytorch-fid's general `scipy.linalg.sqrtm` (at D = 2048 on
+    2 cores ~1.7 s instead of ~13 s; equal within 1e-7 relative, tests/test_fid_lpips.py).
+    Singular covariances (fewer samples than dimensions) need no regularisation here.
+    """
+    root = _sqrt_psd(sigma1)
+    inner = root @ sigma2 @ root
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)  # symmetrised against rounding
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
 
 
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """FID between two sets of pool3 features (N,2048) and (M,2048)."""
     return frechet_distance(*statistics(features_a), *statistics(features_b))
+
+
+def fids_against(reference: np.ndarray, others: list[np.ndarray]) -> list[float]:
+    """fid(reference, x) for each x of `others`, the reference's square root computed once."""
+    mu1, sigma1 = statistics(reference)
+    root1 = _sqrt_psd(sigma1)
+    return [_frechet(mu1, sigma1, root1, *statistics(x)) for x in others]
 
 
 def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
