@@ -14,6 +14,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+if "PCONV_JAX_CACHE" not in os.environ:  # the baselines' fill cache: never the user's ~/.cache
+    _fills = tempfile.mkdtemp(prefix="pconv-jax-test-fills-")
+    atexit.register(shutil.rmtree, _fills, ignore_errors=True)
+    os.environ["PCONV_JAX_CACHE"] = _fills
 
 import jax  # noqa: E402
 

@@ -3,6 +3,7 @@ the lpips package's definitions (tests/reference.py), with random weights in the
 
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import save_file
 
 from pconv_jax import fid, lpips, vgg
@@ -68,6 +69,20 @@ def test_fid_equals_the_eigen_decomposition_reference():
     expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
                 - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
     assert fid.fid(a, b) == pytest.approx(expected, rel=1e-4)
+
+
+def test_fid_equals_pytorch_fids_sqrtm_route():
+    """pytorch-fid computes Tr sqrtm(S1 S2) with scipy.linalg.sqrtm of the product; our
+    eigendecomposition route gives the same FID within 1e-7 relative (64 dims, 300 samples)."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(300, 64)) @ rng.normal(size=(64, 64))
+    b = a + rng.normal(0, 0.5, a.shape) + 0.2
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+                - 2 * np.trace(linalg.sqrtm(s1 @ s2)).real)
+    assert fid.fid(a, b) == pytest.approx(expected, rel=1e-7)
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_singular_sets_stay_finite():
@@ -238,41 +253,94 @@ def test_fid_per_bucket_only_from_500_pairs():
     assert out["(0.5,0.6]"] is None and "(0.1,0.2]" not in out
 
 
+def _markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every table row in Markdown `text` (header and separator rows included)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+
+
 @pytest.mark.slow
-def test_evaluate_cli_adds_lpips_and_fid_columns(run_dir, lpips_files, inception_weights,
-                                                 tmp_path):
-    """evaluate with --inception and --lpips-*: every row of every method gains lpips (in
-    [0, inf), 0 never for a method that fills holes), metrics.json gains fid per method; the
-    tables show the columns. Without the flags the columns are absent, not zero."""
+def test_compare_writes_both_tables_with_fid_lpips_and_patchmatch(run_dir, lpips_files,
+                                                                    inception_weights, tmp_path):
+    """`python -m pconv_jax.compare` end to end on a tiny run (random Inception and LPIPS
+    weights): LaMa's layout has a row for the model, PatchMatch, Telea and Navier-Stokes with
+    a finite FID and a positive LPIPS per mask kind, each the value of that kind's own
+    metrics.json; the paper's layout has, per metric, one row per method and one column per
+    bucket x border class, each cell that group's value in the paper set's metrics.json. The
+    per-set evaluate outputs carry LPIPS on every row and FID per method; the LaMa sets' rows
+    are 10 % area bins (each pair in the bin its pixels give) and 'all'. evaluate without
+    the flags writes no LPIPS or FID column."""
     import json
     import subprocess
     import sys
 
+    from pconv_jax import evaluate, masks
+
     folder, _, _ = lpips_files
     save_file(inception_weights, str(tmp_path / "inception.safetensors"))
-    common = [sys.executable, "-m", "pconv_jax.evaluate", "--workdir", run_dir, "--images",
-              "samples", "--per-bucket", "1", "--size", "32"]
-    run = subprocess.run(common + ["--out", str(tmp_path / "with"), "--inception",
-                                   str(tmp_path / "inception.safetensors"), "--lpips-vgg",
-                                   str(folder / "vgg_all.safetensors"), "--lpips-heads",
-                                   str(folder / "heads.npz")],
-                         capture_output=True, text=True, timeout=600)
+    out = tmp_path / "cmp"
+    run = subprocess.run([sys.executable, "-m", "pconv_jax.compare", "--workdir", run_dir,
+                          "--images", "samples", "--count", "2", "--per-bucket", "1",
+                          "--out", str(out), "--inception",
+                          str(tmp_path / "inception.safetensors"), "--lpips-vgg",
+                          str(folder / "vgg_all.safetensors"), "--lpips-heads",
+                          str(folder / "heads.npz")], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads((tmp_path / "with" / "metrics.json").read_text())
-    for method in ("model", "telea", "navier_stokes", "mean_fill"):
-        assert all(row["lpips"] > 0 for row in results[method])
-        assert np.isfinite(results["fid"][method]["all"])
-        assert all(v is None for k, v in results["fid"][method].items() if k != "all")
-    table = (tmp_path / "with" / "table.md").read_text()
-    assert "model lpips" in table and "model fid" in table and "at least 500 pairs" in table
-    assert "read it as noise too" in table  # 'all' over fewer than 500 pairs
-    header = (tmp_path / "with" / "table.csv").read_text().splitlines()[0]
-    assert "telea lpips" in header and "mean_fill fid" in header
-    run = subprocess.run(common + ["--out", str(tmp_path / "without")], capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    per_set = {p: json.loads((out / p / "metrics.json").read_text())
+               for p in ("paper", "lama-thin", "lama-medium", "lama-thick")}
+    methods = ("model", "patchmatch", "telea", "navier_stokes", "mean_fill")
+    for protocol, results in per_set.items():
+        for method in methods:
+            assert all(row["lpips"] > 0 for row in results[method]), (protocol, method)
+            assert np.isfinite(results["fid"][method]["all"])
+        assert results["mask_set"]["verified"] and results["mask_set"]["protocol"] == protocol
+    for protocol in ("lama-thin", "lama-medium", "lama-thick"):
+        index = json.loads((out / "masks" / f"{protocol}_32px_n2_seed0" / "index.json")
+                           .read_text())
+        ratios = [float(np.mean(np.asarray(Image.open(out / "masks" / f"{protocol}_32px_n2_"
+                                                      "seed0" / e["file"])) > 127))
+                  for e in index["masks"]]
+        want = {}
+        for r in ratios:  # bin k holds (k/10, (k+1)/10], the first also 0
+            k = max(int(np.ceil(r * 10 - 1e-9)) - 1, 0)
+            want[f"{10 * k}-{10 * k + 10}%"] = want.get(f"{10 * k}-{10 * k + 10}%", 0) + 1
+        rows = per_set[protocol]["model"]
+        assert {r["bin"]: r["count"] for r in rows[:-1]} == want
+        assert rows[-1]["bin"] == "all" and rows[-1]["count"] == 2
+    lama = _markdown_rows((out / "table_lama.md").read_text())
+    assert lama[0] == ["Method"] + [f"{k} {m}" for k in ("thin", "medium", "thick")
+                                    for m in ("FID↓", "LPIPS↓")]
+    by_name = {row[0]: row[1:] for row in lama[2:6]}
+    assert set(by_name) == {"PConv (this run)", "PatchMatch", "Telea", "Navier–Stokes"}
+    for name, method in (("PConv (this run)", "model"), ("PatchMatch", "patchmatch"),
+                         ("Telea", "telea"), ("Navier–Stokes", "navier_stokes")):
+        for k, protocol in enumerate(("lama-thin", "lama-medium", "lama-thick")):
+            fid_cell, lpips_cell = by_name[name][2 * k:2 * k + 2]
+            assert float(fid_cell) == pytest.approx(
+                per_set[protocol]["fid"][method]["all"], abs=0.006)
+            assert float(lpips_cell) == pytest.approx(
+                per_set[protocol][method][-1]["lpips"], abs=6e-5)
+    paper = _markdown_rows((out / "table_paper.md").read_text())
+    groups = [(masks.bucket_name(b), border) for b in masks.BUCKETS for border in (False, True)]
+    assert paper[0][2:] == [f"{b} {'B' if border else 'N'}" for b, border in groups]
+    cells = {(row[0], row[1]): row[2:] for row in paper[2:]}
+    names = {"model": "PConv (this run)", "patchmatch": "PatchMatch", "telea": "Telea",
+             "navier_stokes": "Navier–Stokes", "mean_fill": "Mean fill"}
+    for label, key, tol in (("PSNR↑", "psnr", 0.006), ("SSIM↑", "ssim", 6e-5),
+                            ("LPIPS↓", "lpips", 6e-5)):
+        for method in methods:
+            rows = {(r["bucket"], r["border"]): r[key] for r in per_set["paper"][method]}
+            assert [float(c) for c in cells[(label, names[method])]] == pytest.approx(
+                [rows[g] for g in groups], abs=tol)
+    table = (out / "paper" / "table.md").read_text()
+    assert "model lpips" in table and "patchmatch fid" in table and "at least 500" in table
+    assert f"set sha256 {per_set['paper']['mask_set']['set_sha256']}" in table
+    assert evaluate.main(["--workdir", run_dir, "--images", "samples", "--masks",
+                          str(out / "masks" / "lama-thick_32px_n2_seed0"), "--out",
+                          str(tmp_path / "without"), "--methods", "model,telea"]) == 0
     plain = json.loads((tmp_path / "without" / "metrics.json").read_text())
     assert "fid" not in plain and all("lpips" not in r for r in plain["model"])
+    assert set(plain) == {"model", "telea", "mask_set", "baseline_fills"}
     assert "lpips" not in (tmp_path / "without" / "table.csv").read_text()
 
 

@@ -1,5 +1,6 @@
 """pconv_jax.inpaint: any image size, valid pixels untouched, clear errors from the CLI."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -134,8 +135,15 @@ def test_evaluate_writes_the_table_for_model_and_baselines(run_dir, tmp_path):
     import json
 
     results = json.loads((out / "metrics.json").read_text())
-    assert set(results) == {"model", "telea", "navier_stokes", "mean_fill"}
-    for method, rows in results.items():
+    methods = {"model", "patchmatch", "telea", "navier_stokes", "mean_fill"}
+    assert set(results) == methods | {"mask_set", "baseline_fills"}
+    index = json.loads((masks_dir / "index.json").read_text())
+    assert results["mask_set"]["verified"] and results["mask_set"]["protocol"] == "paper"
+    assert results["mask_set"]["set_sha256"] == index["set_sha256"]
+    assert results["baseline_fills"]["computed"] + results["baseline_fills"]["from_cache"] \
+        == 12 * 4
+    for method in methods:
+        rows = results[method]
         assert len(rows) == 12, method
         assert sum(r["count"] for r in rows) == 12
         assert {(r["bucket"], r["border"]) for r in rows} == {
@@ -374,6 +382,11 @@ def test_eval_masks_of_mixed_sizes_name_the_file(tmp_path):
     hole = np.zeros((40, 40), np.uint8)
     hole[5:20, 5:20] = 255
     Image.fromarray(hole).save(tmp_path / odd)
+    index = json.loads((tmp_path / "index.json").read_text())  # the manifest agrees with it
+    for entry in index["masks"]:
+        if entry["file"] == odd:
+            entry["sha256"] = hashlib.sha256((tmp_path / odd).read_bytes()).hexdigest()
+    (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match=rf"{odd} is 40x40 but the masks before it .* are 32x32"):
         evaluate.eval_masks(str(tmp_path), 32, 1, 0)
 

@@ -3,23 +3,28 @@
     python -m pconv_jax.evaluate --workdir RUN [--step N] --images SOURCE [--masks DIR] --out DIR
 
 SOURCE is an image folder, `tfds:NAME/SPLIT` or `samples`; masks come from a folder written by
-`python -m pconv_jax.masks make-eval-set` (its index.json), or are generated with a fixed seed
-(--per-bucket masks for each bucket x border class). Each mask k is paired with image
-k mod (number of images), centre-cropped and resized to the mask size. Metrics (l1 %, PSNR,
-SSIM) are computed on the composite (valid pixels from the ground truth) for the model and for
-three classical baselines on the same pairs: OpenCV's Telea and Navier-Stokes inpainting, and
-filling the holes with the mean colour of the valid pixels. Writes OUT/metrics.json,
-OUT/table.md, OUT/table.csv and OUT/examples.png.
+`python -m pconv_jax.masks make-eval-set` (any protocol; every file is checked against the
+sha256 in its index.json first), or are generated with a fixed seed (--per-bucket masks for
+each bucket x border class). Mask k goes with image k mod (number of images), cropped and
+resized to the mask size (eval_pairs). Metrics (l1 %, PSNR, SSIM) are computed on the
+composite (valid pixels from the ground truth) for the model and for the classical baselines
+on the same pairs (pconv_jax.baselines: PatchMatch where pypatchmatch installs, OpenCV's Telea
+and Navier-Stokes, the mean colour of the valid pixels), which run in worker processes and are
+cached. Paper sets give one row per bucket x border class; LaMa sets one row per 10 % hole-area
+bin and an 'all' row. Writes OUT/metrics.json, OUT/table.md, OUT/table.csv and
+OUT/examples.png.
 
 With --lpips-vgg and --lpips-heads every row also gets LPIPS (VGG, v0.1); with --inception
-metrics.json gets FID per method over all pairs, and per bucket where a bucket has at least
+metrics.json gets FID per method over all pairs, and per group where a group has at least
 500 pairs (pytorch-fid's numbers: see pconv_jax.fid and pconv_jax.lpips for the files).
+`python -m pconv_jax.compare` runs this on four mask sets and writes both papers' layouts.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -29,108 +34,186 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pconv_jax import baselines, metrics
 from pconv_jax import masks as mask_lib
-from pconv_jax import metrics
 from pconv_jax.imagefile import load_mask_image
 
-METHODS = ("model", "telea", "navier_stokes", "mean_fill")
+METHODS = ("model", *baselines.METHODS)  # the model, then PatchMatch, Telea, NS, mean fill
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSet:
+    """An evaluation mask set: its protocol, manifest facts and the masks as entries."""
+
+    protocol: str  # 'paper' or 'lama-thin|medium|thick'
+    size: int
+    seed: int | None
+    set_sha256: str | None  # masks.set_sha256 of the manifest; None for sets without one
+    verified: bool  # every file matched its sha256 in index.json
+    settings: dict  # the generator's settings as index.json records them
+    entries: list[dict]  # {mask: (S,S) float32 1 = valid, bucket, border} (see load_mask_set)
+
+    def describe(self) -> dict:
+        """The set's facts for metrics.json and the tables (no masks)."""
+        return {"protocol": self.protocol, "size": self.size, "seed": self.seed,
+                "count": len(self.entries), "set_sha256": self.set_sha256,
+                "verified": self.verified, "settings": self.settings}
+
+
+def _read_index(folder: str) -> dict:
+    """index.json of a make-eval-set folder, checked for its masks list."""
+    index_path = os.path.join(folder, "index.json")
+    if not os.path.isfile(index_path):
+        raise FileNotFoundError(f"{folder} has no index.json; write one with "
+                                "`python -m pconv_jax.masks make-eval-set --out DIR`")
+    try:
+        with open(index_path) as f:
+            index = json.load(f)
+        [entry["file"] for entry in index["masks"]]  # noqa: B018 (the shape is the check)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{index_path} is not a make-eval-set index: it needs "
+                         f"{{\"masks\": [{{\"file\": ...}}, ...]}} ({type(err).__name__}: "
+                         f"{err})") from None
+    protocol = index.get("protocol", "paper")
+    if protocol not in mask_lib.PROTOCOLS:
+        raise ValueError(f"{index_path} has protocol {protocol!r}; this version knows "
+                         f"{', '.join(mask_lib.PROTOCOLS)}")
+    return index
+
+
+def load_mask_set(folder: str) -> MaskSet:
+    """The masks of a make-eval-set folder, each file checked against its sha256 first.
+
+    Paper sets: each mask is counted in the bucket and border class its pixels give (labels
+    are not trusted); masks outside (0.01, 0.6] are left out with a warning. LaMa sets: every
+    mask is kept, grouped by its 10 % hole-area bin ('bucket' holds the bin, 'border' None).
+    A missing or changed file raises masks.ManifestError naming it; a set written before
+    manifests had hashes is read with a warning that it could not be verified.
+    """
+    index = _read_index(folder)
+    index_path = os.path.join(folder, "index.json")
+    mask_lib.verify_manifest(folder, index)
+    verified = mask_lib.has_checksums(index)
+    if not verified:
+        warnings.warn(f"{index_path} has no sha256 per file (written before manifests), so "
+                      "its masks cannot be verified; write the set again to get them",
+                      stacklevel=2)
+    protocol = index.get("protocol", "paper")
+    entries, relabelled, outside = [], 0, 0
+    for entry in index["masks"]:
+        path = os.path.join(folder, entry["file"])
+        mask = load_mask_image(path, hole_is_white=index.get("hole_is_white", True))
+        if entries and mask.shape != entries[0]["mask"].shape:
+            raise ValueError(f"{path} is {mask.shape[1]}x{mask.shape[0]} but the masks before "
+                             f"it in {index_path} are {entries[0]['mask'].shape[1]}x"
+                             f"{entries[0]['mask'].shape[0]}: an evaluation set has one mask "
+                             "size")
+        if protocol != "paper":
+            name = mask_lib.area_bin_name(mask_lib.hole_ratio(mask))
+            entries.append({"mask": mask, "bucket": name, "border": None, "lama": True})
+            continue
+        bucket = mask_lib.bucket_of(mask)  # from the pixels: labels are not trusted
+        if bucket is None:
+            outside += 1
+            continue
+        border = mask_lib.touches_border(mask)
+        relabelled += (entry.get("bucket"), entry.get("border")) != (
+            mask_lib.bucket_name(bucket), border)
+        entries.append({"mask": mask, "bucket": mask_lib.bucket_name(bucket), "border": border})
+    if outside or relabelled:
+        warnings.warn(f"{folder}: {outside} mask(s) with a hole ratio outside the paper's "
+                      f"(0.01, 0.6] left out; {relabelled} mask(s) counted in the bucket or "
+                      "border class their pixels give, not their index label", stacklevel=2)
+    if not entries:
+        raise ValueError(f"{folder} holds no mask with a hole ratio in (0.01, 0.6]"
+                         if protocol == "paper" else f"{index_path} lists no masks")
+    return MaskSet(protocol, entries[0]["mask"].shape[0], index.get("seed"),
+                   index.get("set_sha256") if verified else None, verified,
+                   index.get("settings", {}), entries)
+
+
+def generated_mask_set(size: int, per_bucket: int, seed: int, protocol: str = "paper",
+                       count: int | None = None) -> MaskSet:
+    """A make-eval-set set drawn into a temporary folder and read back (nothing is kept)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mask_lib.make_eval_set(tmp, per_bucket, size, seed, protocol=protocol, count=count)
+        return load_mask_set(tmp)
 
 
 def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> list[dict]:
     """[{mask: (S,S) float32 1 = valid, bucket: '(lo,hi]', border: bool}] from a folder or seed."""
     if folder:
-        index_path = os.path.join(folder, "index.json")
-        if not os.path.isfile(index_path):
-            raise FileNotFoundError(f"{folder} has no index.json; write one with "
-                                    "`python -m pconv_jax.masks make-eval-set --out DIR`")
-        try:
-            with open(index_path) as f:
-                index = json.load(f)
-            files = [entry["file"] for entry in index["masks"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{index_path} is not a make-eval-set index: it needs "
-                             f"{{\"masks\": [{{\"file\": ...}}, ...]}} ({type(err).__name__}: "
-                             f"{err})") from None
-        entries, relabelled, outside = [], 0, 0
-        for entry, name in zip(index["masks"], files, strict=True):
-            mask = load_mask_image(os.path.join(folder, name),
-                                   hole_is_white=index.get("hole_is_white", True))
-            if entries and mask.shape != entries[0]["mask"].shape:
-                raise ValueError(f"{os.path.join(folder, name)} is {mask.shape[1]}x"
-                                 f"{mask.shape[0]} but the masks before it in {index_path} are "
-                                 f"{entries[0]['mask'].shape[1]}x{entries[0]['mask'].shape[0]}: "
-                                 "an evaluation set has one mask size")
-            bucket = mask_lib.bucket_of(mask)  # from the pixels: labels are not trusted
-            if bucket is None:
-                outside += 1
-                continue
-            border = mask_lib.touches_border(mask)
-            relabelled += (entry.get("bucket"), entry.get("border")) != (
-                mask_lib.bucket_name(bucket), border)
-            entries.append({"mask": mask, "bucket": mask_lib.bucket_name(bucket),
-                            "border": border})
-        if outside or relabelled:
-            warnings.warn(f"{folder}: {outside} mask(s) with a hole ratio outside the paper's "
-                          f"(0.01, 0.6] left out; {relabelled} mask(s) counted in the bucket or "
-                          "border class their pixels give, not their index label", stacklevel=2)
-        if not entries:
-            raise ValueError(f"{folder} holds no mask with a hole ratio in (0.01, 0.6]")
-        return entries
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        mask_lib.make_eval_set(tmp, per_bucket, size, seed)
-        return eval_masks(tmp, size, per_bucket, seed)
-
-
-def baseline(method: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A classical fill of the holes: image (H,W,3) uint8, mask (H,W) 1 = valid."""
-    hole = (mask == 0).astype(np.uint8)
-    if method == "mean_fill":
-        mean = image[mask > 0].mean(axis=0) if np.any(mask > 0) else np.full(3, 127.5)
-        out = image.copy()
-        out[hole > 0] = np.round(mean).astype(np.uint8)
-        return out
-    import cv2
-
-    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
-    return cv2.inpaint(np.ascontiguousarray(image), hole, 3, flag)
+        return load_mask_set(folder).entries
+    return generated_mask_set(size, per_bucket, seed).entries
 
 
 def eval_pairs(images, mask_entries, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs start..stop-1: ground truths (B,S,S,3) uint8 and masks (B,S,S), 1 = valid.
 
-    Mask k goes with image k mod len(images), centre-cropped and resized to the mask size.
+    Mask k goes with image k mod len(images). Paper sets: the image's central square resized
+    to the mask size. LaMa sets: the image resized (bicubic) so its short side is the mask
+    size, then its central square (LaMa's square crop holding the whole mask).
     """
-    from pconv_jax.data import center_crop_resize
+    from pconv_jax.data import center_crop_resize, resize_uint8, to_uint8
 
     chunk = mask_entries[start:stop]
     size = chunk[0]["mask"].shape[0]
-    gts = np.stack([
-        np.round(center_crop_resize(np.asarray(images[(start + i) % len(images)],
-                                               np.float32) / 255, size) * 255)
-        .astype(np.uint8) for i in range(len(chunk))])
-    return gts, np.stack([e["mask"] for e in chunk])
+    gts = []
+    for i in range(len(chunk)):
+        image = np.asarray(images[(start + i) % len(images)])
+        if chunk[i].get("lama"):
+            image = to_uint8(image)
+            h, w = image.shape[:2]
+            factor = size / min(h, w)
+            image = resize_uint8(image, (max(size, round(h * factor)),
+                                         max(size, round(w * factor))))
+            top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+            gts.append(image[top:top + size, left:left + size])
+        else:
+            gts.append(np.round(center_crop_resize(np.asarray(image, np.float32) / 255, size)
+                                * 255).astype(np.uint8))
+    return np.stack(gts), np.stack([e["mask"] for e in chunk])
 
 
 FID_MIN_PAIRS = 500  # FID of fewer pairs is dominated by its estimation noise
 
 
-def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: bool = True,
-             methods: Sequence[str] = METHODS, inception=None,
-             lpips_metric=None) -> tuple[dict, list]:
-    """Metrics of each method per bucket x border: ({method: rows}, example grid rows).
+def default_methods(inpainter) -> tuple[tuple[str, ...], list[str]]:
+    """(methods an evaluation runs by default, one line per classical method left out).
 
-    images: a random-access source of (H,W,3) uint8 images; mask_entries from eval_masks;
-    methods: 'model' (needs `inpainter`) and any of the classical baselines. With
-    `lpips_metric` (pconv_jax.lpips.LPIPS) rows gain 'lpips'; with `inception`
-    (pconv_jax.fid.InceptionFID) the result gains 'fid': {method: {'all': FID over all
-    pairs, bucket: FID or None below FID_MIN_PAIRS pairs}}. The example rows are one pair per
-    hole-ratio bucket (its first; the border class alternates from bucket to bucket where
-    the set has both): masked input, mask, each method, ground truth.
+    'model' when there is an inpainter, then every classical baseline this machine can run.
+    """
+    runnable, left_out = baselines.available(baselines.METHODS)
+    return (("model",) if inpainter is not None else ()) + tuple(runnable), left_out
+
+
+def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: bool = True,
+             methods: Sequence[str] | None = None, inception=None, lpips_metric=None, *,
+             workers: int | None = None, cache_dir: str | None = None,
+             seed: int = 0) -> tuple[dict, list]:
+    """Metrics of each method per group of masks: ({method: rows}, example grid rows).
+
+    images: a random-access source of (H,W,3) uint8 images; mask_entries from load_mask_set
+    (or eval_masks); methods: 'model' (needs `inpainter`) and any of the classical baselines
+    (default: see default_methods). The classical fills run in `workers` processes
+    (pconv_jax.baselines.BaselineRunner; default one per core, 0 = here), cached in
+    `cache_dir` (None: not cached) with PatchMatch seeded by `seed`; the next batch's fills
+    run while the model fills this one. With `lpips_metric` (pconv_jax.lpips.LPIPS) rows gain
+    'lpips'; with `inception` (pconv_jax.fid.InceptionFID) the result gains 'fid': {method:
+    {'all': FID over all pairs, group: FID or None below FID_MIN_PAIRS pairs}}. Rows: one per
+    bucket x border class for paper sets; one per 10 % area bin and an 'all' row for LaMa
+    sets. The example rows are one pair per group (its first; for paper sets the border
+    class alternates from bucket to bucket where the set has both): masked input, mask, each
+    method, ground truth.
     """
     from tqdm import tqdm
 
+    if methods is None:
+        methods, left_out = default_methods(inpainter)
+        for line in left_out:
+            warnings.warn(line, stacklevel=2)
     _check_request(inpainter, mask_entries, batch_size, methods, inception, lpips_metric)
     scores = {m: defaultdict(list) for m in methods}
     features = {m: [] for m in ("real", *methods)}  # pool3 features, pair order
@@ -142,31 +225,52 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
             (d == 1 or per_pair * d <= 64))
     groups = {(e["bucket"], e["border"]) for e in mask_entries}
     examples, shown = [], []  # the grid's rows; the buckets they show
+    classical = [m for m in methods if m != "model"]
+    starts = list(range(0, len(mask_entries), batch_size))
     bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
-    for start in range(0, len(mask_entries), batch_size):
-        chunk = mask_entries[start:start + batch_size]
-        gts, masks_b = eval_pairs(images, mask_entries, start, start + batch_size)
-        outputs = {m: _fill(m, inpainter, gts, masks_b) for m in methods}  # (B,S,S,3) uint8
-        if inception is not None:
-            feats = inception.features(np.concatenate([gts, *[outputs[m] for m in methods]]))
-            for k, name in enumerate(("real", *methods)):
-                features[name].append(feats[k * len(gts):(k + 1) * len(gts)])
-        for method, values in _scores(gts, outputs, lpips_metric).items():
+    with baselines.BaselineRunner(classical, cache_dir=cache_dir, workers=workers,
+                                  seed=seed) as runner:
+        pending = _submit(runner, images, mask_entries, starts[:1], batch_size)
+        for n, start in enumerate(starts):
+            chunk = mask_entries[start:start + batch_size]
+            gts, masks_b, job = pending.pop(0)
+            pending += _submit(runner, images, mask_entries, starts[n + 1:n + 2], batch_size)
+            outputs = {"model": inpainter(gts, masks_b)} if "model" in methods else {}
+            outputs |= runner.collect(job) if classical else {}
+            outputs = {m: outputs[m] for m in methods}  # (B,S,S,3) uint8 each, in order
+            if inception is not None:
+                feats = inception.features(np.concatenate([gts, *outputs.values()]))
+                for k, name in enumerate(("real", *methods)):
+                    features[name].append(feats[k * len(gts):(k + 1) * len(gts)])
+            for method, values in _scores(gts, outputs, lpips_metric).items():
+                for i, entry in enumerate(chunk):
+                    key = (entry["bucket"], entry["border"])
+                    scores[method][key].append({k: float(v[i]) for k, v in values.items()})
             for i, entry in enumerate(chunk):
-                key = (entry["bucket"], entry["border"])
-                scores[method][key].append({k: float(v[i]) for k, v in values.items()})
-        for i, entry in enumerate(chunk):
-            if _shows(entry, shown, groups):
-                shown.append(entry["bucket"])
-                examples.append([gts[i] / 255 * masks_b[i][..., None], masks_b[i],
-                                 *[outputs[m][i] / 255 for m in methods], gts[i] / 255])
-        bar.update(len(chunk))
+                if _shows(entry, shown, groups):
+                    shown.append(entry["bucket"])
+                    examples.append([gts[i] / 255 * masks_b[i][..., None], masks_b[i],
+                                     *[outputs[m][i] / 255 for m in methods], gts[i] / 255])
+            bar.update(len(chunk))
+        fills = {"computed": runner.misses, "from_cache": runner.hits, "cache": cache_dir}
     bar.close()
-    results = {m: _rows(scores[m]) for m in methods}
+    lama = bool(mask_entries) and bool(mask_entries[0].get("lama"))
+    results = {m: (_bin_rows if lama else _rows)(scores[m]) for m in methods}
+    if classical:
+        results["baseline_fills"] = fills  # pair-method fills: computed, read from the cache
     if inception is not None:
         results["fid"] = _fids({k: np.concatenate(v) for k, v in features.items()},
                                [e["bucket"] for e in mask_entries], methods)
     return results, examples
+
+
+def _submit(runner, images, mask_entries, starts: Sequence[int], batch_size: int) -> list:
+    """[(gts, masks, job)] for the batches at `starts`, their classical fills under way."""
+    out = []
+    for start in starts:
+        gts, masks_b = eval_pairs(images, mask_entries, start, start + batch_size)
+        out.append((gts, masks_b, runner.submit(gts, masks_b) if runner.methods else None))
+    return out
 
 
 def _check_request(inpainter, mask_entries: list[dict], batch_size: int,
@@ -179,6 +283,10 @@ def _check_request(inpainter, mask_entries: list[dict], batch_size: int,
         raise ValueError(f"unknown evaluation methods {unknown}; choose from {METHODS}")
     if "model" in methods and inpainter is None:
         raise ValueError("method 'model' needs an inpainter")
+    for method in methods:
+        reason = None if method == "model" else baselines.missing(method)
+        if reason:
+            raise ValueError(f"cannot evaluate {method}: {reason}")
     if inception is not None and len(mask_entries) < 2:  # said now, not after the work
         raise ValueError(f"FID needs at least 2 image-mask pairs, got {len(mask_entries)}")
     if lpips_metric is not None and mask_entries:
@@ -188,13 +296,6 @@ def _check_request(inpainter, mask_entries: list[dict], batch_size: int,
         if size < MIN_SIZE:
             raise ValueError(f"LPIPS needs images of at least {MIN_SIZE} px; the masks are "
                              f"{size} px (choose a larger --size or mask set)")
-
-
-def _fill(method: str, inpainter, gts: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """One method's composites (B,S,S,3) uint8 of ground truths (B,S,S,3) under masks (B,S,S)."""
-    if method == "model":
-        return inpainter(gts, masks)
-    return np.stack([baseline(method, g, m) for g, m in zip(gts, masks, strict=True)])
 
 
 def _scores(gts: np.ndarray, outputs: dict, lpips_metric) -> dict:
@@ -225,41 +326,56 @@ def _shows(entry: dict, shown: list[str], groups: set[tuple[str, bool]]) -> bool
 
 
 def _fids(features: dict, buckets: list[str], methods: Sequence[str]) -> dict:
-    """{method: {'all': FID, bucket: FID or None}} against the ground truths' features."""
-    from pconv_jax.fid import fid
+    """{method: {'all': FID, group: FID or None}} against the ground truths' features."""
+    from pconv_jax.fid import fids_against
 
     buckets = np.asarray(buckets)
-    out = {}
-    for method in methods:
-        out[method] = {"all": fid(features["real"], features[method])}
-        for bucket in mask_lib.BUCKETS:
-            name = mask_lib.bucket_name(bucket)
-            chosen = buckets == name
-            if chosen.sum() >= FID_MIN_PAIRS:
-                out[method][name] = fid(features["real"][chosen], features[method][chosen])
-            elif chosen.any():
+    names = list(dict.fromkeys(buckets.tolist()))  # the groups, in order of appearance
+    out = {m: {} for m in methods}
+    for name, chosen in [("all", slice(None))] + [(n, buckets == n) for n in names]:
+        if name != "all" and chosen.sum() < FID_MIN_PAIRS:
+            for method in methods:
                 out[method][name] = None  # too few pairs: not reported
+            continue
+        values = fids_against(features["real"][chosen],
+                              [features[m][chosen] for m in methods])
+        for method, value in zip(methods, values, strict=True):
+            out[method][name] = value
     return out
 
 
+def _summary(values: list[dict], **labels) -> dict:
+    """Means of the pair scores `values` (PSNR of identical pairs capped at 100 dB)."""
+    psnr = [v["psnr"] for v in values]
+    return labels | {
+        "l1": float(np.mean([v["l1"] for v in values])),
+        "psnr": float(np.mean(np.minimum(psnr, 100.0))),
+        "ssim": float(np.mean([v["ssim"] for v in values])),
+        "count": len(values),
+    } | ({"lpips": float(np.mean([v["lpips"] for v in values]))} if "lpips" in values[0] else {})
+
+
 def _rows(scores: dict) -> list[dict]:
-    """One row per bucket x border, in the paper's order."""
+    """Paper sets: one row per bucket x border, in the paper's order."""
     rows = []
     for bucket in mask_lib.BUCKETS:
         for border in (False, True):
             values = scores.get((mask_lib.bucket_name(bucket), border), [])
-            if not values:
-                continue
-            psnr = [v["psnr"] for v in values]
-            rows.append({
-                "bucket": mask_lib.bucket_name(bucket), "border": border,
-                "l1": float(np.mean([v["l1"] for v in values])),
-                "psnr": float(np.mean(np.minimum(psnr, 100.0))),  # identical pairs -> 100 dB
-                "ssim": float(np.mean([v["ssim"] for v in values])),
-                "count": len(values),
-            } | ({"lpips": float(np.mean([v["lpips"] for v in values]))}
-                 if "lpips" in values[0] else {}))
+            if values:
+                rows.append(_summary(values, bucket=mask_lib.bucket_name(bucket),
+                                     border=border))
     return rows
+
+
+def _bin_rows(scores: dict) -> list[dict]:
+    """LaMa sets: one row per 10 % hole-area bin, then the row 'all' over every pair."""
+    rows, everything = [], []
+    for lo, _ in mask_lib.AREA_BINS:
+        values = scores.get((mask_lib.area_bin_name(lo + 0.05), None), [])
+        if values:
+            rows.append(_summary(values, bin=mask_lib.area_bin_name(lo + 0.05)))
+            everything += values
+    return rows + [_summary(everything, bin="all")] if everything else rows
 
 
 def write_tables(out: str, results: dict) -> None:
@@ -267,42 +383,71 @@ def write_tables(out: str, results: dict) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(results, f, indent=1)
-    has_lpips = "lpips" in results["model"][0]
+    methods = [m for m in METHODS if m in results]
+    first = results[methods[0]]
+    lama = "bin" in first[0]
+    has_lpips = "lpips" in first[0]
     fids = results.get("fid")
     keys = ("l1", "psnr", "ssim") + (("lpips",) if has_lpips else ())
-    header = ["bucket", "border", "count"] + [f"{m} {k}" for m in METHODS for k in keys] + \
-        ([f"{m} fid" for m in METHODS] if fids else [])
+    label = ["area bin"] if lama else ["bucket", "border"]
+    header = label + ["count"] + [f"{m} {k}" for m in methods for k in keys] + \
+        ([f"{m} fid" for m in methods] if fids else [])
     digits = {"l1": 2, "psnr": 2, "ssim": 3, "lpips": 4}
     lines = []
-    for i, row in enumerate(results["model"]):
-        line = [row["bucket"], "yes" if row["border"] else "no", str(row["count"])]
-        for method in METHODS:
+    for i, row in enumerate(first):
+        group = row["bin"] if lama else row["bucket"]
+        line = [row["bin"]] if lama else [row["bucket"], "yes" if row["border"] else "no"]
+        line.append(str(row["count"]))
+        for method in methods:
             r = results[method][i]
             line += [f"{r[k]:.{digits[k]}f}" for k in keys]
-        if fids:  # FID is per bucket (both border classes), where the bucket is large enough
-            line += [_fid_text(fids[m].get(row["bucket"])) for m in METHODS]
+        if fids:  # FID per group (both border classes) where it is large enough, and 'all'
+            line += [_fid_text(fids[m].get(group)) for m in methods]
         lines.append(line)
-    if fids:
-        total = sum(r["count"] for r in results["model"])
-        lines.append(["all", "", str(total)] + [""] * (len(METHODS) * len(keys)) +
-                     [_fid_text(fids[m]["all"]) for m in METHODS])
+    total = sum(r["count"] for r in first if r.get("bin") != "all")
+    if fids and not lama:
+        lines.append(["all", "", str(total)] + [""] * (len(methods) * len(keys)) +
+                     [_fid_text(fids[m]["all"]) for m in methods])
     with open(os.path.join(out, "table.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(lines)
     with open(os.path.join(out, "table.md"), "w") as f:
+        mask_set = results.get("mask_set")
+        if mask_set:
+            f.write(_set_line(mask_set) + "\n\n")
         f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
         f.writelines("| " + " | ".join(line) + " |\n" for line in lines)
         f.write("\nl1 in % of the [0,1] range; PSNR in dB; metrics on the composite image.")
         if has_lpips:
             f.write(" LPIPS: VGG variant v0.1, lower is closer.")
         if fids:
-            f.write(f" FID (pytorch-fid's Inception, lower is closer) per hole-ratio bucket "
-                    f"only where the bucket has at least {FID_MIN_PAIRS} pairs ('-': fewer, "
-                    "where FID is mostly estimation noise); the 'all' row is over every pair")
+            f.write(f" FID (pytorch-fid's Inception, lower is closer) per "
+                    f"{'area bin' if lama else 'hole-ratio bucket'} only where it has at least "
+                    f"{FID_MIN_PAIRS} pairs ('-': fewer, where FID is mostly estimation noise); "
+                    "the 'all' row is over every pair")
             f.write(f" ({total} here: below {FID_MIN_PAIRS}, so read it as noise too)."
                     if total < FID_MIN_PAIRS else ".")
         f.write("\n")
+
+
+def _fills_text(fills: dict | None) -> str:
+    """'; baselines: 40 fills computed, 120 from the cache' (empty without baselines)."""
+    if not fills:
+        return ""
+    return (f"; baselines: {fills['computed']} fills computed, {fills['from_cache']} from "
+            f"{fills['cache'] or 'no cache'}")
+
+
+def _set_line(mask_set: dict) -> str:
+    """'Masks: protocol lama-thick, 512 px, 1000 masks, seed 0, set sha256 ...' for a table."""
+    digest = mask_set.get("set_sha256")
+    return (f"Masks: protocol {mask_set['protocol']}, {mask_set['size']} px, "
+            f"{mask_set['count']} masks, seed {mask_set.get('seed')}, "
+            + (f"set sha256 {digest}" if digest else "not verified (no manifest hashes)")
+            + (f"; LaMa's settings scaled from {mask_set['settings']['scaled_from']} px, not "
+               "LaMa-comparable" if (mask_set.get("settings") or {}).get("scaled_from") else "")
+            + ".")
 
 
 def _fid_text(value) -> str:
@@ -310,16 +455,54 @@ def _fid_text(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """--workdir, --step and --images: the checkpoint and the images it is scored on."""
+    parser.add_argument("--workdir", required=True, help="training run folder")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (newest)")
+    parser.add_argument("--images", required=True,
+                        help="image folder, tfds:NAME/SPLIT or samples")
+
+
+def add_baseline_flags(parser: argparse.ArgumentParser) -> None:
+    """--methods, --workers and --cache: which methods run and how the baselines run."""
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods out of " + ",".join(METHODS) +
+                             " (default: the model and every baseline this machine can run)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes for the classical baselines (default: one per core; "
+                             "0: in this process)")
+    parser.add_argument("--cache", default=None,
+                        help="folder caching the baselines' fills per image, mask, method and "
+                             "settings (default: pconv_jax.baselines.default_cache_dir(), "
+                             "$PCONV_JAX_CACHE/baselines if set); 'none' turns it off")
+
+
+def baseline_options(parser: argparse.ArgumentParser, args) -> dict:
+    """evaluate()'s methods, workers and cache_dir from add_baseline_flags' flags."""
+    methods = None
+    if args.methods:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            parser.error(f"--methods: unknown {unknown}; choose from {','.join(METHODS)}")
+        for method in methods:
+            reason = None if method == "model" else baselines.missing(method)
+            if reason:
+                parser.error(f"--methods: {method} cannot run here: {reason}")
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    cache = None if args.cache == "none" else (args.cache or baselines.default_cache_dir())
+    return {"methods": methods, "workers": args.workers, "cache_dir": cache}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m pconv_jax.evaluate",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="training run folder")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (newest)")
-    parser.add_argument("--images", required=True,
-                        help="image folder, tfds:NAME/SPLIT or samples")
-    parser.add_argument("--masks", default=None, help="folder from make-eval-set")
+    add_run_flags(parser)
+    parser.add_argument("--masks", default=None,
+                        help="folder from make-eval-set (any protocol; its manifest is checked)")
     parser.add_argument("--size", type=int, default=None,
                         help="mask size when generating (default: the run's image size)")
     parser.add_argument("--per-bucket", type=int, default=10,
@@ -328,22 +511,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4,
                         help="image-mask pairs inpainted together")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--inception", default=None,
-                        help="pytorch-fid Inception weights (.pth or converted .safetensors): "
-                             "adds FID per method")
-    parser.add_argument("--lpips-vgg", default=None,
-                        help="VGG-16 with all 13 convolutions (.pth, or `python -m "
-                             "pconv_jax.vgg convert --all`): with --lpips-heads adds LPIPS")
-    parser.add_argument("--lpips-heads", default=None,
-                        help="the lpips package's weights/v0.1/vgg.pth (or converted)")
+    add_baseline_flags(parser)
+    add_metric_flags(parser)
     args = parser.parse_args(argv)
-    if (args.lpips_vgg is None) != (args.lpips_heads is None):
-        parser.error("LPIPS needs both --lpips-vgg and --lpips-heads")
     for problem in mask_lib.range_problems({
             "--per-bucket": (args.per_bucket, 1, None), "--seed": (args.seed, 0, None),
             "--batch-size": (args.batch_size, 1, None),
             "--size": (8 if args.size is None else args.size, 8, mask_lib.MAX_MASK_SIZE)}):
         parser.error(problem)
+    options = check_metric_flags(parser, args) | baseline_options(parser, args)
     from pconv_jax import data
     from pconv_jax.checkpoint import CheckpointError, checkpoint_dir, quiet_orbax_failures
     from pconv_jax.inpaint import Inpainter, InpaintError
@@ -361,17 +537,19 @@ def main(argv: list[str] | None = None) -> int:
             "--lpips-heads": args.lpips_heads})
         extra = _metric_networks(args)  # weight files are inputs: read before the model
         # every input is read before the model loads (~seconds): a bad one costs well under one
-        entries = eval_masks(args.masks, 0, 0, 0) if args.masks else None
+        mask_set = load_mask_set(args.masks) if args.masks else None
         images = data.open_source(args.images)  # headers checked now, pixels read pair by pair
         if len(images) == 0:
             raise ValueError(f"--images {args.images} holds no image")
         images[0]  # the first image decodes
         probe_writable(args.out, "--out")
         inpainter = Inpainter.from_workdir(args.workdir, args.step)
-        if entries is None:  # generated at the run's image size unless --size says otherwise
+        if mask_set is None:  # generated at the run's image size unless --size says otherwise
             size = args.size or inpainter.model.config.image_size
-            entries = eval_masks(None, size, args.per_bucket, args.seed)
-        results, examples = evaluate(inpainter, images, entries, args.batch_size, **extra)
+            mask_set = generated_mask_set(size, args.per_bucket, args.seed)
+        results, examples = evaluate(inpainter, images, mask_set.entries, args.batch_size,
+                                     **extra, **options)
+        results["mask_set"] = mask_set.describe()
         write_tables(args.out, results)
         save_grid(os.path.join(args.out, "examples.png"), examples)
     except (OSError, ValueError, InpaintError, CheckpointError, WeightFileError) as err:
@@ -380,8 +558,28 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "table.md")) as f:
         print(f.read())
     print(f"wrote {args.out}/metrics.json, table.md, table.csv, examples.png "
-          f"(step {inpainter.step}, {len(entries)} image-mask pairs)")
+          f"(step {inpainter.step}, {len(mask_set.entries)} image-mask pairs"
+          f"{_fills_text(results.get('baseline_fills'))})")
     return 0
+
+
+def add_metric_flags(parser: argparse.ArgumentParser) -> None:
+    """--inception, --lpips-vgg and --lpips-heads: the perceptual metrics' weight files."""
+    parser.add_argument("--inception", default=None,
+                        help="pytorch-fid Inception weights (.pth or converted .safetensors): "
+                             "adds FID per method")
+    parser.add_argument("--lpips-vgg", default=None,
+                        help="VGG-16 with all 13 convolutions (.pth, or `python -m "
+                             "pconv_jax.vgg convert --all`): with --lpips-heads adds LPIPS")
+    parser.add_argument("--lpips-heads", default=None,
+                        help="the lpips package's weights/v0.1/vgg.pth (or converted)")
+
+
+def check_metric_flags(parser: argparse.ArgumentParser, args) -> dict:
+    """Usage errors of add_metric_flags' flags; returns {} (the networks load later)."""
+    if (args.lpips_vgg is None) != (args.lpips_heads is None):
+        parser.error("LPIPS needs both --lpips-vgg and --lpips-heads")
+    return {}
 
 
 def _metric_networks(args) -> dict:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pconv_jax import evaluate as eval_lib
+from pconv_jax.baselines import fill
 from pconv_jax.losses import TERMS
 from pconv_jax.paths import write_atomically
 
@@ -176,7 +177,8 @@ def collect(workdir: str, names: Sequence[str] | None = None, baselines: dict | 
             continue
         rows += _tidy(name, "variant", record["step"], record["weights"], record["rows"])
     for method, method_rows in (baselines or {}).items():
-        rows += _tidy(method, "baseline", None, None, method_rows)
+        if method in eval_lib.METHODS:  # not evaluate's bookkeeping (baseline_fills, mask_set)
+            rows += _tidy(method, "baseline", None, None, method_rows)
     table = pd.DataFrame(rows)
     if not table.empty:
         table["step"] = table["step"].astype("Int64")  # baselines have none
@@ -198,7 +200,7 @@ def _baselines(workdir: str, eval_set: EvalSet) -> tuple[dict, dict]:
         results, _ = eval_lib.evaluate(None, eval_set.images, eval_set.masks, progress=False,
                                        methods=BASELINES)
         write_json(path, {"eval_key": eval_set.key, "results": results})
-    examples = {method: [eval_lib.baseline(method, gt, mask) for gt, mask
+    examples = {method: [fill(method, gt, mask) for gt, mask
                          in zip(eval_set.example_gts, eval_set.example_masks, strict=True)]
                 for method in BASELINES}
     return results, examples

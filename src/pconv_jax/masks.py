@@ -5,6 +5,7 @@ Resizing is nearest-neighbour only, so masks stay binary. Mask files are read by
 `pconv_jax.imagefile` (`load_mask_image`: white = hole by default).
 
     python -m pconv_jax.masks make-eval-set --out DIR --per-bucket N --size S --seed K
+    python -m pconv_jax.masks make-eval-set --protocol lama-thick --size 512 --count N --out DIR
 """
 
 from __future__ import annotations
@@ -240,15 +241,108 @@ class MaskSource:
         return _augment_holes(hole, self.size, rng)
 
 
-def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:
-    """Writes per_bucket masks for every bucket x {border, no border} and an index.json."""
-    if per_bucket < 1 or size < 8:
-        raise ValueError(f"evaluation masks need per_bucket >= 1 and size >= 8, got "
-                         f"per_bucket={per_bucket}, size={size}")
+PROTOCOLS: tuple[str, ...] = ("paper", "lama-thin", "lama-medium", "lama-thick")
+# Ten hole-area bins of 10 %, (lo, hi] (the first also holds 0): LaMa's per-area tables.
+AREA_BINS: tuple[tuple[float, float], ...] = tuple((k / 10, (k + 1) / 10) for k in range(10))
+MANIFEST_VERSION = 2  # index.json with protocol, settings and sha256 per file
+
+
+def area_bin_name(ratio: float) -> str:
+    """'10-20%' for a hole ratio in (0.1, 0.2] ('0-10%' holds 0 as well)."""
+    k = min(max(int(np.ceil(ratio * 10)) - 1, 0), 9)
+    return f"{k * 10}-{(k + 1) * 10}%"
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pixels_sha256(mask: np.ndarray) -> str:
+    """Hex sha256 of an (H,W) mask's holes (shape, then one byte per pixel, 1 = hole).
+
+    The same for the same pixels on any machine, whatever PNG encoder wrote the file.
+    """
+    import hashlib
+
+    hole = np.ascontiguousarray(_holes(mask))
+    return hashlib.sha256(f"{hole.shape[0]}x{hole.shape[1]}:".encode() + hole.tobytes()).hexdigest()
+
+
+def set_sha256(entries: Sequence[dict]) -> str:
+    """The set's hash: sha256 over every mask's file name and pixel hash, in order.
+
+    Two sets with this hash hold the same masks under the same names; a paper's table can
+    print it beside the seed.
+    """
+    import hashlib
+
+    text = "".join(f"{e['file']} {e['pixels_sha256']}\n" for e in entries)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _save_mask(out: str, name: str, mask: np.ndarray) -> dict:
+    """Writes (H,W) mask 1 = valid as a PNG (white = hole): {file, hole_ratio, sha256s}."""
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
+    path = os.path.join(out, name)
+    Image.fromarray(((1 - mask) * 255).astype(np.uint8)).save(path)
+    return {"file": name, "hole_ratio": hole_ratio(mask), "sha256": file_sha256(path),
+            "pixels_sha256": pixels_sha256(mask)}
+
+
+def make_eval_set(out: str, per_bucket: int | None = None, size: int = 512, seed: int = 0, *,
+                  protocol: str = "paper", count: int | None = None,
+                  progress: bool = False) -> dict:
+    """Writes an evaluation mask set and its index.json manifest to `out`; returns the index.
+
+    protocol 'paper': per_bucket masks for each of the paper's buckets x {border, no border}.
+    protocol 'lama-thin|medium|thick': `count` masks from LaMa's generator
+    (pconv_jax.lama_masks) with its settings for `size` (256 or 512; other sizes scaled, see
+    lama_masks.lama_settings). The manifest records the protocol, its settings, the seed and
+    each file's sha256 (of the file's bytes, checked by `verify_manifest`) and pixel hash;
+    the same arguments give the same pixels on any machine.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     os.makedirs(out, exist_ok=True)
+    if protocol == "paper":
+        if per_bucket is None or per_bucket < 1 or size < 8:
+            raise ValueError(f"evaluation masks need per_bucket >= 1 and size >= 8, got "
+                             f"per_bucket={per_bucket}, size={size}")
+        entries = _paper_masks(out, per_bucket, size, seed)
+        index = {"protocol": "paper", "size": size, "seed": seed, "per_bucket": per_bucket,
+                 "settings": {"buckets": [list(b) for b in BUCKETS], "border_classes": 2,
+                              "generator": "pconv_jax.masks.irregular_mask"}}
+    else:
+        if count is None or count < 1:
+            raise ValueError(f"protocol {protocol} needs count >= 1, got {count}")
+        entries, settings = _lama_masks(out, protocol, count, size, seed, progress)
+        index = {"protocol": protocol, "size": size, "seed": seed, "count": count,
+                 "settings": settings}
+    index |= {"version": MANIFEST_VERSION, "hole_is_white": True,
+              "set_sha256": set_sha256(entries), "masks": entries}
+    from pconv_jax.paths import write_atomically
+
+    text = json.dumps(index, indent=1)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomically(os.path.join(out, "index.json"), write)
+    return index
+
+
+def _paper_masks(out: str, per_bucket: int, size: int, seed: int) -> list[dict]:
+    """per_bucket masks for every bucket x {border, no border}, written to out."""
+    rng = np.random.default_rng(seed)
     entries = []
     for bucket in BUCKETS:
         for border in (False, True):
@@ -270,15 +364,53 @@ def make_eval_set(out: str, per_bucket: int, size: int, seed: int) -> dict:
                     continue
                 kind = "border" if border else "inner"
                 name = f"{bucket[0]:g}-{bucket[1]:g}_{kind}_{made:04d}.png"
-                Image.fromarray(((1 - mask) * 255).astype(np.uint8)).save(os.path.join(out, name))
-                entries.append({"file": name, "bucket": bucket_name(bucket), "border": border,
-                                "hole_ratio": hole_ratio(mask)})
+                entries.append(_save_mask(out, name, mask) | {
+                    "bucket": bucket_name(bucket), "border": border})
                 made += 1
-    index = {"size": size, "seed": seed, "per_bucket": per_bucket, "hole_is_white": True,
-             "masks": entries}
-    with open(os.path.join(out, "index.json"), "w") as f:
-        json.dump(index, f, indent=1)
-    return index
+    return entries
+
+
+def _lama_masks(out: str, protocol: str, count: int, size: int, seed: int,
+                progress: bool) -> tuple[list[dict], dict]:
+    """count masks of LaMa's kind `protocol` at `size`, written to out; (entries, settings)."""
+    from tqdm import tqdm
+
+    from pconv_jax import lama_masks
+
+    kind = protocol.removeprefix("lama-")
+    settings = lama_masks.lama_settings(kind, size)
+    rng = np.random.default_rng(seed)
+    entries = []
+    for k in tqdm(range(count), unit="mask", disable=not progress):
+        mask = lama_masks.draw_mask(settings, rng)
+        ratio = hole_ratio(mask)
+        entries.append(_save_mask(out, f"{kind}_{size}_{k:05d}.png", mask) | {
+            "bin": area_bin_name(ratio)})
+    return entries, lama_masks.settings_dict(settings)
+
+
+class ManifestError(ValueError):
+    """An evaluation set whose files do not match its index.json."""
+
+
+def verify_manifest(folder: str, index: dict) -> None:
+    """Raises ManifestError naming the first listed file that is missing or changed.
+
+    Checks each file's sha256 against index.json (sets written before manifests had hashes
+    are not checked: see `has_checksums`).
+    """
+    for entry in index["masks"]:
+        path = os.path.join(folder, entry["file"])
+        if not os.path.isfile(path):
+            raise ManifestError(f"{path} is listed in {folder}/index.json but missing")
+        if "sha256" in entry and file_sha256(path) != entry["sha256"]:
+            raise ManifestError(f"{path} does not match its sha256 in {folder}/index.json "
+                                "(changed since make-eval-set wrote it); write the set again")
+
+
+def has_checksums(index: dict) -> bool:
+    """Whether every file of a make-eval-set index carries a sha256."""
+    return all("sha256" in e for e in index["masks"])
 
 
 MAX_MASK_SIZE = 4096  # evaluation masks: the largest side the CLIs accept anywhere
@@ -299,25 +431,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pconv_jax.masks",
                                      description="hole masks for pconv-jax")
     sub = parser.add_subparsers(dest="command", required=True)
-    ev = sub.add_parser("make-eval-set", help="a fixed evaluation mask set with index.json",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev = sub.add_parser(
+        "make-eval-set", help="a fixed evaluation mask set with its index.json manifest",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="paper: --per-bucket masks per hole-ratio bucket and border class; "
+                    "lama-*: --count masks from LaMa's thin/medium/thick generator (its "
+                    "settings at --size 256 or 512; other sizes scale the nearer one)")
     ev.add_argument("--out", required=True, help="output folder")
-    ev.add_argument("--per-bucket", type=int, default=100,
-                    help="masks per hole-ratio bucket and border class")
+    ev.add_argument("--protocol", choices=PROTOCOLS, default="paper", help="mask protocol")
+    ev.add_argument("--per-bucket", type=int, default=None,
+                    help="paper: masks per hole-ratio bucket and border class (default 100)")
+    ev.add_argument("--count", type=int, default=None,
+                    help="lama-*: number of masks (default 1000)")
     ev.add_argument("--size", type=int, default=512, help="mask side in pixels")
     ev.add_argument("--seed", type=int, default=0, help="seed of the random masks")
     args = parser.parse_args(argv)
-    for problem in range_problems({"--per-bucket": (args.per_bucket, 1, None),
-                                   "--size": (args.size, 8, MAX_MASK_SIZE),
+    lama = args.protocol != "paper"
+    if lama and args.per_bucket is not None:
+        parser.error(f"--per-bucket is for --protocol paper; {args.protocol} takes --count")
+    if not lama and args.count is not None:
+        parser.error("--count is for the lama-* protocols; --protocol paper takes --per-bucket")
+    per_bucket = None if lama else (100 if args.per_bucket is None else args.per_bucket)
+    count = (1000 if args.count is None else args.count) if lama else None
+    for problem in range_problems({"--per-bucket": (1 if lama else per_bucket, 1, None),
+                                   "--count": (count if lama else 1, 1, None),
+                                   "--size": (args.size, 32 if lama else 8, MAX_MASK_SIZE),
                                    "--seed": (args.seed, 0, None)}):
         parser.error(problem)
     try:
-        index = make_eval_set(args.out, args.per_bucket, args.size, args.seed)
+        index = make_eval_set(args.out, per_bucket, args.size, args.seed,
+                              protocol=args.protocol, count=count, progress=lama)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {len(index['masks'])} masks and index.json to {args.out} "
-          "(white = hole, 12 groups: 6 buckets x border/inner)")
+    if lama:
+        scaled = index["settings"].get("scaled_from")
+        print(f"wrote {len(index['masks'])} {args.protocol} masks at {args.size} px and "
+              f"index.json to {args.out} (white = hole; set sha256 {index['set_sha256']})")
+        if scaled:
+            print(f"note: LaMa defines its masks at 256 and 512 px; these use its {scaled} px "
+                  f"settings scaled by {args.size}/{scaled}, so they are not LaMa-comparable")
+    else:
+        print(f"wrote {len(index['masks'])} masks and index.json to {args.out} "
+              f"(white = hole, 12 groups: 6 buckets x border/inner; set sha256 "
+              f"{index['set_sha256']})")
     return 0
 
 
