@@ -168,28 +168,34 @@ def test_evaluate_without_index_is_a_message(run_dir, tmp_path):
     assert "Traceback" not in run.stderr
 
 
-def test_rgba_and_greyscale_images_are_converted(run_dir, tmp_path):
-    """Greyscale files inpaint to RGB and RGBA files to RGBA with their alpha copied as it is
-    (it was dropped silently); valid pixels keep the converted values; a BMP output, which
-    cannot hold the alpha, is refused naming the formats that can."""
+def test_rgba_and_greyscale_images_keep_their_mode(run_dir, tmp_path):
+    """A greyscale photo is written greyscale and an RGBA one RGBA with its alpha copied as
+    it is, both through the crop strategy (200 px, over twice the 32 px training size) and
+    whole (28 px); valid pixels keep their values bit for bit; a BMP output, which cannot
+    hold the alpha, is refused naming the formats that can."""
     rng = np.random.default_rng(4)
-    hole = np.zeros((24, 28), np.uint8)
-    hole[6:14, 8:20] = 255
-    mask = _save(tmp_path / "mask.png", hole)
-    rgba = _save(tmp_path / "rgba.png", rng.integers(0, 256, (24, 28, 4), dtype=np.uint8))
-    grey = _save(tmp_path / "grey.png", rng.integers(0, 256, (24, 28), dtype=np.uint8))
-    for path in (rgba, grey):
-        out = str(tmp_path / f"out_{os.path.basename(path)}")
-        run = _cli("--workdir", run_dir, "--image", path, "--mask", mask, "--out", out)
-        assert run.returncode == 0, run.stderr
-        result = np.asarray(Image.open(out))
-        source = np.asarray(Image.open(path).convert("RGBA"))
-        if path == rgba:
-            assert result.shape == (24, 28, 4) and "alpha kept" in run.stdout
-            np.testing.assert_array_equal(result[..., 3], source[..., 3])
-        else:
-            assert result.shape == (24, 28, 3)
-        np.testing.assert_array_equal(result[..., :3][hole == 0], source[..., :3][hole == 0])
+    for size, strategy in (((24, 28), "full"), ((150, 200), "crop")):
+        hole = np.zeros(size, np.uint8)
+        hole[6:14, 8:20] = 255
+        mask = _save(tmp_path / "mask.png", hole)
+        rgba = _save(tmp_path / "rgba.png", rng.integers(0, 256, (*size, 4), dtype=np.uint8))
+        grey = _save(tmp_path / "grey.png", rng.integers(0, 256, size, dtype=np.uint8))
+        for path in (rgba, grey):
+            out = str(tmp_path / f"out_{os.path.basename(path)}")
+            run = _cli("--workdir", run_dir, "--image", path, "--mask", mask, "--out", out)
+            assert run.returncode == 0, run.stderr
+            assert f"(strategy {strategy}" in run.stdout, run.stdout
+            result = np.asarray(Image.open(out))
+            source = np.asarray(Image.open(path))
+            assert result.shape == source.shape and Image.open(out).mode == \
+                Image.open(path).mode
+            np.testing.assert_array_equal(result[hole == 0], source[hole == 0])
+            assert (result[hole > 0] != source[hole > 0]).any()
+            if path == rgba:
+                assert "alpha kept" in run.stdout
+                np.testing.assert_array_equal(result[..., 3], source[..., 3])
+            else:
+                assert "greyscale" in run.stdout
     run = _cli("--workdir", run_dir, "--image", rgba, "--mask", mask, "--out",
                str(tmp_path / "out.bmp"))
     assert run.returncode == 1 and "alpha channel" in run.stderr and ".png" in run.stderr
@@ -510,3 +516,58 @@ def test_inference_never_loads_the_trainer():
                          timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]", run.stdout
+
+
+@pytest.mark.parametrize("strategy", ["full", "crop", "resize", "auto"])
+def test_every_strategy_keeps_valid_pixels_through_the_network(inpainter, strategy):
+    """The tiny run's network (trained at 32 px) on an odd-sized 301 x 403 photo with holes at
+    a corner, an edge and inside: each strategy returns the photo's shape and dtype with
+    every valid pixel bit-identical; fill_photo names the strategy that ran (auto: crop)."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (301, 403, 3), dtype=np.uint8)
+    valid = np.ones((301, 403), np.float32)
+    valid[0:6, 0:9] = valid[150:160, 200:204] = valid[294:301, 100:115] = 0
+    out = inpainter(image, valid, strategy=strategy)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[valid > 0], image[valid > 0])
+    _, the_plan = inpainter.fill_photo(image, valid, strategy=strategy)
+    assert the_plan.strategy == ("crop" if strategy == "auto" else strategy)
+
+
+def test_photo_limits_are_read_from_the_header(run_dir, tmp_path):
+    """A photo over 100 megapixels is refused from its header, naming the limit; `--strategy
+    full` on a photo over the network's per-image limit is refused naming the strategies
+    that take it; neither decodes a pixel nor loads a model (the run folder is not a run)."""
+    from tests.app_util import black_png
+
+    black_png(tmp_path / "big.png", 10100, 10000, "RGB")  # 101 MP of black, ~0.3 MB
+    black_png(tmp_path / "mask.png", 10100, 10000, "L")
+    run = _cli("--workdir", str(tmp_path), "--image", str(tmp_path / "big.png"), "--mask",
+               str(tmp_path / "mask.png"), "--out", str(tmp_path / "o.png"))
+    assert run.returncode == 1 and "exceeds the limit of 100000000 pixels" in run.stderr
+    assert "Traceback" not in run.stderr
+    black_png(tmp_path / "wide.png", 5000, 4000, "RGB")
+    black_png(tmp_path / "wide_mask.png", 5000, 4000, "L")
+    run = _cli("--workdir", str(tmp_path), "--image", str(tmp_path / "wide.png"), "--mask",
+               str(tmp_path / "wide_mask.png"), "--out", str(tmp_path / "o.png"),
+               "--strategy", "full")
+    assert run.returncode == 1 and "--strategy full: use auto, crop or resize" in run.stderr
+
+
+def test_inpainter_weights_equal_a_restore_into_an_initialised_model(run_dir, inpainter):
+    """from_workdir builds only the model's structure (nnx.eval_shape) before restoring:
+    every weight equals the checkpoint restored into a fully initialised model, and every
+    leaf is a device array (not a host copy sent again on each call)."""
+    import jax
+    from flax import nnx
+
+    from pconv_jax import checkpoint as ckpt
+    from pconv_jax.model import PConvUNet
+
+    eager = PConvUNet(inpainter.model.config, rngs=nnx.Rngs(1))
+    ckpt.load_model(run_dir, eager)
+    ours, theirs = nnx.state(inpainter.model), nnx.state(eager)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        assert isinstance(a, jax.Array)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -34,6 +34,8 @@ _PIL_ERRORS = (Image.DecompressionBombError, OSError, ValueError, SyntaxError, E
 READABLE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX",
                             "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+
 # The first bytes of PNG and JPEG files, for choosing the OpenCV decoder.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -60,6 +62,7 @@ class Header(NamedTuple):
     width: int
     height: int
     oriented: bool  # the size as displayed (EXIF turn known); False: as stored, turn unknown
+    grey: bool = False  # greyscale pixels (with or without alpha), 1 to 16 bits
 
     @property
     def pixels(self) -> int:
@@ -96,7 +99,8 @@ def read_header(path: str | BinaryIO, what: str) -> Header:
     if mode not in READABLE_MODES:
         raise ImageFileError(f"{what} {path} has pixels of mode {mode}, which are not read: "
                              "save it as an 8- or 16-bit RGB or greyscale PNG")
-    return Header(h, w, True) if turned else Header(w, h, oriented)
+    grey = mode in GREY_MODES
+    return Header(h, w, True, grey) if turned else Header(w, h, oriented, grey)
 
 
 def _header_reads(path: str) -> bool:
@@ -173,6 +177,13 @@ def read_uint8(path: str, mode: str = "RGB", what: str = "image") -> np.ndarray:
     """
     if mode not in ("RGB", "RGBA", "L"):
         raise ValueError(f"mode must be 'RGB', 'RGBA' or 'L', got {mode!r}")
+    with warnings.catch_warnings():  # callers check their pixel limit from the header first
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _read_uint8(path, mode, what)
+
+
+def _read_uint8(path: str, mode: str, what: str) -> np.ndarray:
+    """read_uint8 without its checks."""
     with _pil_image(path, what) as im:
         if mode != "L" and deep_colour(path):
             deep = np.round(_read_deep_colour(path) / 257).astype(np.uint8)  # (H,W,3|4)
@@ -233,6 +244,13 @@ def _oriented(image: Image.Image, source: Image.Image) -> Image.Image:
 def read_alpha(path: str, what: str = "image") -> np.ndarray | None:
     """An image file's alpha channel as (H,W) uint8 as displayed, or None when it has none or
     it is fully opaque; ImageFileError naming the file when it cannot be read."""
+    with warnings.catch_warnings():  # callers check their pixel limit from the header first
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _read_alpha(path, what)
+
+
+def _read_alpha(path: str, what: str) -> np.ndarray | None:
+    """read_alpha without its warning filter."""
     with _pil_image(path, what) as im:
         if deep_colour(path):
             deep = _read_deep_colour(path)
