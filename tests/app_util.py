@@ -91,8 +91,8 @@ def file_data(path):
 
 
 def call_api(base, files, timeout=120):
-    """Calls the `inpaint` endpoint over plain HTTP with FileData dicts: ('complete', data) or
-    ('error', message)."""
+    """Calls the `inpaint` endpoint over plain HTTP with FileData dicts (and optionally the
+    strategy, third): ('complete', data) or ('error', message)."""
     event = http_json(base + "gradio_api/call/inpaint", {"data": files})["event_id"]
     with urllib.request.urlopen(base + f"gradio_api/call/inpaint/{event}",
                                 timeout=timeout) as reply:
@@ -138,14 +138,15 @@ class PageEvents:
             urllib.request.urlopen(request, timeout=60).read()
         return {"id": editor_id, "background": None, "layers": [], "composite": None}
 
-    def inpaint(self, value=None, blobs=None, timeout=120):
-        """Runs the Inpaint event on an editor value (or on blobs sent first): (success,
-        output list or error message)."""
+    def inpaint(self, value=None, blobs=None, timeout=120, strategy=None):
+        """Runs the Inpaint event on an editor value (or on blobs sent first) and `strategy`
+        (None: not sent, the page's default): (success, output list or error message)."""
         session = secrets.token_hex(8)
         if blobs is not None:
             value = self.send_blobs(session, blobs)
+        data = [value] if strategy is None else [value, strategy]
         http_json(self.base + "gradio_api/queue/join",
-                  {"data": [value], "fn_index": self.fn_index, "session_hash": session,
+                  {"data": data, "fn_index": self.fn_index, "session_hash": session,
                    "event_data": None, "trigger_id": None})
         url = self.base + f"gradio_api/queue/data?session_hash={session}"
         with urllib.request.urlopen(url, timeout=timeout) as stream:

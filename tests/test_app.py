@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,8 +23,17 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 
 from pconv_jax import app  # noqa: E402
-from pconv_jax.inpaint import MAX_PIXELS  # noqa: E402
-from tests.app_util import ENV, free_port, http_json, mask, upload  # noqa: E402
+from pconv_jax.inpaint import MAX_PHOTO_PIXELS, MAX_PIXELS  # noqa: E402
+from tests.app_util import (  # noqa: E402
+    ENV,
+    black_png,
+    call_api,
+    file_data,
+    free_port,
+    http_json,
+    mask,
+    upload,
+)
 from tests.app_util import photo as write_photo  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -56,21 +66,49 @@ def test_hole_is_where_any_layer_is_painted():
     ("no image", "no image"),
     ("no hole", "no hole painted"),
     ("all hole", "whole image is painted"),
-    ("too large", f"limit of {MAX_PIXELS} pixels"),
+    ("too large", f"the image is 10001x10000 pixels, over the limit of {MAX_PHOTO_PIXELS} "
+                  "pixels"),
+    ("too large for full", f"over its limit of {MAX_PIXELS} pixels: choose auto, crop or "
+                           "resize"),
+    ("unknown strategy", "unknown strategy 'tile': choose auto, full, crop or resize"),
 ])
 def test_bad_page_requests_are_messages(case, expected):
-    """Each bad request is a PageError whose message names the problem (shown in the page)."""
+    """Each bad request is a PageError whose one-line message names the problem (shown in
+    the page): a photo over MAX_PHOTO_PIXELS under any strategy, one over MAX_PIXELS under
+    'full' (naming the strategies that take it), a strategy that is not one."""
     image = np.zeros((8, 8, 4), np.uint8)
     hole = np.zeros((8, 8), bool)
+    strategy = "auto"
     if case == "no image":
         image = None
     elif case == "all hole":
         hole[:] = True
-    elif case == "too large":  # a view: no 64 MiB allocation for the check
-        image = np.broadcast_to(np.uint8(0), (4097, 4096, 4))
-        hole = np.broadcast_to(True, (4097, 4096))
-    with pytest.raises(app.PageError, match=re.escape(expected)):
-        app.check_request(image, hole)
+    elif case.startswith("too large"):  # views: no allocation of their size for the check
+        h, w = (10000, 10001) if case == "too large" else (4097, 4096)
+        image = np.broadcast_to(np.uint8(0), (h, w, 4))
+        hole = np.broadcast_to(True, (h, w))
+        strategy = "full" if case == "too large for full" else "auto"
+    elif case == "unknown strategy":
+        hole[2, 2] = True
+        strategy = "tile"
+    with pytest.raises(app.PageError, match=re.escape(expected)) as info:
+        app.check_request(image, hole, strategy)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "crop", "resize"])
+def test_photos_over_the_networks_limit_pass_the_checks(strategy):
+    """A photo over MAX_PIXELS (the old limit), up to MAX_PHOTO_PIXELS, passes the page's
+    checks under every strategy but 'full', and the default strategy is 'auto'."""
+    hole = np.zeros((10000, 10000), bool)
+    hole[5, 5] = True
+    image = np.broadcast_to(np.uint8(0), (10000, 10000, 4))  # a view: nothing allocated
+    assert 10000 * 10000 <= MAX_PHOTO_PIXELS
+    app.check_request(image, hole, strategy)
+    app.check_size("image", 10000, 10000, strategy)
+    assert app.check_strategy(None) == "auto"
+    with pytest.raises(app.PageError, match="choose auto, crop or resize"):
+        app.check_request(image, hole, "full")
 
 
 def test_fill_keeps_valid_pixels_and_alpha(inpainter):
@@ -85,9 +123,73 @@ def test_fill_keeps_valid_pixels_and_alpha(inpainter):
         assert out[name].shape == image.shape
         np.testing.assert_array_equal(out[name][~hole], image[~hole])
     assert out["seconds"] > 0
+    assert out["plan"].strategy == "full"  # auto, on an image within twice the training size
     opaque = image.copy()
     opaque[..., 3] = 255
     assert app.fill(inpainter, opaque, hole)["model"].shape == (24, 20, 3)
+
+
+def _two_holes(shape):
+    """(H,W) bool: two small holes far apart, each taking a crop of its own."""
+    hole = np.zeros(shape, bool)
+    hole[20:32, 30:40] = True
+    hole[150:160, 180:194] = True
+    return hole
+
+
+def test_page_handler_names_the_strategy_that_ran(inpainter, tmp_path):
+    """The Inpaint button's handler, called as Gradio calls it: without a strategy it runs
+    'auto' and its status line says what auto chose; with 'crop' on a photo over twice the
+    training size it runs crop (the result is Inpainter.fill_photo's crop result, valid pixels
+    bit-identical) and says 'strategy crop (2 crops)'; 'full' says full; an unknown strategy
+    is a one-line message naming the choices."""
+    import gradio as gr
+
+    from pconv_jax.strategies import FULL_FACTOR
+
+    assert 200 > FULL_FACTOR * inpainter.train_size  # the photo is 'large' here
+    image = write_photo(tmp_path / "photo.png")  # (200, 240, 3)
+    hole = _two_holes(image.shape[:2])
+    layer = np.zeros((*hole.shape, 4), np.uint8)
+    layer[hole] = 255
+    Image.fromarray(layer).save(tmp_path / "layer.png")
+    value = {"background": {"path": str(tmp_path / "photo.png")},
+             "layers": [{"path": str(tmp_path / "layer.png")}], "composite": None, "id": None}
+    handler = app._on_inpaint(inpainter, str(tmp_path / "out"), SimpleNamespace(blob_storage={}))
+    (tmp_path / "out").mkdir()
+    valid = (~hole).astype(np.float32)
+
+    _, _, status = handler(value)  # the page's default
+    auto = inpainter.fill_photo(image, valid)[1].describe()
+    assert f"strategy auto → {auto}, in " in status, status
+
+    result_path, telea_path, status = handler(value, "crop")
+    assert re.fullmatch(r"Inpainted 240×200 px, [\d.]+% hole, strategy crop \(2 crops\), in "
+                        r"[\d.]+ s \(model(, including compiling for this size)?\)", status), \
+        status
+    result = np.asarray(Image.open(result_path))
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    np.testing.assert_array_equal(result, inpainter.fill_photo(image, valid, strategy="crop")[0])
+    assert Image.open(result_path).text["strategy"] == "crop (2 crops)"
+    assert "strategy full, in " in handler(value, "full")[2]
+    with pytest.raises(gr.Error, match=re.escape("unknown strategy 'tile': choose auto, full, "
+                                                 "crop or resize")):
+        handler(value, "tile")
+
+
+def test_page_offers_the_strategies_with_auto_first(inpainter, tmp_path):
+    """The page has a strategy control (elem_id 'strategy') offering auto, full, crop and
+    resize, set to auto, and the Inpaint event sends it after the editor."""
+    page = app.build(inpainter, out_dir=str(tmp_path))
+    config = page.get_config_file()
+    by_elem = {c["props"].get("elem_id"): c for c in config["components"]}
+    control = by_elem["strategy"]
+    assert control["props"]["value"] == "auto"
+    assert [c[1] for c in control["props"]["choices"]] == ["auto", "full", "crop", "resize"]
+    button = by_elem["inpaint"]["id"]
+    event = next(d for d in config["dependencies"] if [button, "click"] in
+                 [list(t) for t in d["targets"]])
+    assert event["inputs"] == [by_elem["editor"]["id"], control["id"]]
 
 
 # --- The HTTP API ----------------------------------------------------------------------------
@@ -108,10 +210,49 @@ def test_api_through_gradio_client(served, inpainter, tmp_path):
     np.testing.assert_array_equal(result[~hole], image[~hole])
     np.testing.assert_array_equal(result, inpainter(image, (~hole).astype(np.float32)))
     assert (result[hole] != image[hole]).any(axis=1).mean() > 0.9
+    # two inputs: strategy auto (gradio_client fills in the endpoint's default)
+    plan = inpainter.fill_photo(image, (~hole).astype(np.float32), strategy="auto")[1]
+    assert Image.open(result_path).text["strategy"] == plan.describe()
 
 
-def test_api_through_plain_http(served, tmp_path):
-    """The route the README documents for curl: upload, call, read the event stream, fetch."""
+def test_api_takes_a_strategy(served, inpainter, tmp_path):
+    """The `inpaint` endpoint's third input, `strategy` (positional or keyword): 'crop' on a
+    photo over twice the training size returns a PNG whose valid pixels are the photo's, equal
+    to Inpainter.fill_photo's crop result, its text chunk saying 'crop (2 crops)'; the API
+    declares the parameter with default 'auto'; an unknown strategy is the app's one-line
+    message naming the choices."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    image = write_photo(tmp_path / "photo.png")  # (200, 240): over 2 x 32 px
+    hole = _two_holes(image.shape[:2])
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    files = handle_file(str(tmp_path / "photo.png")), handle_file(str(tmp_path / "mask.png"))
+    client = Client(served, verbose=False)
+    info = client.view_api(print_info=False, return_format="dict")
+    strategy, = [p for p in info["named_endpoints"]["/inpaint"]["parameters"]
+                 if p["parameter_name"] == "strategy"]
+    assert strategy["parameter_has_default"] and strategy["parameter_default"] == "auto"
+    valid = (~hole).astype(np.float32)
+    expected, plan = inpainter.fill_photo(image, valid, strategy="crop")
+    assert plan.describe() == "crop (2 crops)"
+    for path in (client.predict(*files, "crop", api_name="/inpaint"),
+                 client.predict(*files, strategy="crop", api_name="/inpaint")):
+        result = np.asarray(Image.open(path))
+        np.testing.assert_array_equal(result[~hole], image[~hole])
+        np.testing.assert_array_equal(result, expected)
+        assert Image.open(path).text["strategy"] == "crop (2 crops)"
+    with pytest.raises(AppError) as err:
+        client.predict(*files, "tile", api_name="/inpaint")
+    message = str(err.value)
+    assert "unknown strategy 'tile': choose auto, full, crop or resize" in message, message
+    assert "\n" not in message and "Traceback" not in message, message
+
+
+def test_api_through_plain_http(served, inpainter, tmp_path):
+    """The route the README documents for curl: upload, call, read the event stream, fetch.
+    A call sending the two files alone runs strategy auto; one sending "crop" third runs
+    crop (the PNG's text chunk names it)."""
     image = write_photo(tmp_path / "photo.png")
     hole = mask(tmp_path / "mask.png", image.shape[:2], (20, 50, 30, 90))
     paths = upload(served, [tmp_path / "photo.png", tmp_path / "mask.png"])
@@ -122,9 +263,18 @@ def test_api_through_plain_http(served, tmp_path):
     assert "event: complete" in stream, stream
     data = json.loads(stream.split("data:", 1)[1].strip().splitlines()[0])
     with urllib.request.urlopen(data[0]["url"], timeout=60) as r:
-        result = np.asarray(Image.open(io.BytesIO(r.read())))
+        png = Image.open(io.BytesIO(r.read()))
+    result = np.asarray(png)
     np.testing.assert_array_equal(result[~hole], image[~hole])
     assert (result[hole] != image[hole]).any(axis=1).mean() > 0.9
+    valid = (~hole).astype(np.float32)
+    assert png.text["strategy"] == inpainter.fill_photo(image, valid)[1].describe()
+    kind, data = call_api(served, [file_data(p) for p in paths] + ["crop"])
+    assert kind == "complete", data
+    with urllib.request.urlopen(data[0]["url"], timeout=60) as r:
+        png = Image.open(io.BytesIO(r.read()))
+    np.testing.assert_array_equal(np.asarray(png)[~hole], image[~hole])
+    assert png.text["strategy"].startswith("crop ("), png.text
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -132,33 +282,51 @@ def test_api_through_plain_http(served, tmp_path):
     ("no hole", "the mask marks no hole"),
     ("all hole", "marks the whole image as hole"),
     ("mask size", "but the image is 240x200"),
-    ("too large", "over the limit of"),
+    ("too large", f"the image is 10001x10000 pixels, over the limit of {MAX_PHOTO_PIXELS}"),
+    ("too large for full", f"over its limit of {MAX_PIXELS} pixels: choose auto, crop or "
+                           "resize"),
+    ("crop too large", None),  # the library's message, whatever its words
+    ("unknown strategy", "unknown strategy 'Crop': choose auto, full, crop or resize"),
 ])
-def test_api_bad_input_is_a_message(served, tmp_path, case, expected):
+def test_api_bad_input_is_a_message(served, inpainter, tmp_path, case, expected):
     """Each bad request fails with the app's one-line message in the client's error, not a
-    traceback and not Gradio's generic 'Error'."""
+    traceback and not Gradio's generic 'Error': a photo over MAX_PHOTO_PIXELS and one over
+    MAX_PIXELS under 'full' are refused from the header (the files are black PNGs of a few
+    kB that would decode to 300 MB and 50 MB); a hole wider than the photo is high cannot be
+    cropped (Inpainter's message)."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
     image = write_photo(tmp_path / "photo.png")
     image_path, mask_path = tmp_path / "photo.png", tmp_path / "mask.png"
-    box = {"no hole": (0, 0, 0, 0), "all hole": (0, 200, 0, 240)}.get(case, (5, 20, 5, 20))
-    mask(mask_path, image.shape[:2], box)
+    box = {"no hole": (0, 0, 0, 0), "all hole": (0, 200, 0, 240),
+           "crop too large": (50, 60, 0, 240)}.get(case, (5, 20, 5, 20))
+    hole = mask(mask_path, image.shape[:2], box)
+    strategy = {"too large for full": "full", "crop too large": "crop",
+                "unknown strategy": "Crop"}.get(case, "auto")
     if case == "not an image":
         image_path = tmp_path / "notes.png"
         image_path.write_text("these are notes, not pixels")
     elif case == "mask size":
         mask(mask_path, (100, 100), (5, 20, 5, 20))
-    elif case == "too large":
+    elif case == "crop too large":
+        from pconv_jax.inpaint import InpaintError
+
+        with pytest.raises(InpaintError) as refused:
+            inpainter.fill_photo(image, (~hole).astype(np.float32), strategy="crop")
+        expected = str(refused.value)
+    elif case.startswith("too large"):  # written without holding the pixels
         image_path = tmp_path / "large.png"
-        Image.new("RGB", (4097, 4096)).save(image_path)  # compresses to a few kB
-        mask(mask_path, (4096, 4097), (5, 20, 5, 20))
+        width, height = (10001, 10000) if case == "too large" else (4097, 4100)
+        black_png(image_path, width, height, "RGB")
+        black_png(mask_path, width, height, "1")
     client = Client(served, verbose=False)
     with pytest.raises(AppError) as info:
-        client.predict(handle_file(str(image_path)), handle_file(str(mask_path)),
+        client.predict(handle_file(str(image_path)), handle_file(str(mask_path)), strategy,
                        api_name="/inpaint")
     message = str(info.value)
     assert expected in message and "Traceback" not in message, message
+    assert "\n" not in message, message
     assert "/gradio/" not in message  # no server-side temporary paths
     assert "--" not in message, message  # no command-line flags the API does not have
 
@@ -175,10 +343,10 @@ def test_one_job_at_a_time(inpainter, tmp_path):
 
         model, step = inpainter.model, inpainter.step
 
-        def __call__(self, image, valid):
+        def fill_photo(self, image, valid, **kwargs):
             start = time.perf_counter()
             time.sleep(0.6)
-            result = inpainter(image, valid)
+            result = inpainter.fill_photo(image, valid, **kwargs)
             with lock:
                 spans.append((start, time.perf_counter()))
             return result
@@ -373,8 +541,10 @@ def test_paint_inpaint_download_in_chromium(cli_server, tmp_path):
             confined, line_changed = _changed_near(changed, first, photo.shape[:2], reach)
             assert confined, "the hole the page sent is not where the brush went"
             assert line_changed > 0.99
-            assert re.search(r"Inpainted 320×256 px, [\d.]+% hole, in [\d.]+ s",
-                             page.locator("#status").inner_text())
+            assert re.search(r"Inpainted 320×256 px, [\d.]+% hole, strategy auto → \S+.*, in "
+                             r"[\d.]+ s", page.locator("#status").inner_text())
+            # the strategy control: auto unless the user picks another
+            assert page.locator("#strategy input[value=auto]").is_checked()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "app_page.png"), full_page=True)
 

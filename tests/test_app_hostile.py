@@ -37,6 +37,8 @@ from tests.app_util import (  # noqa: E402
 SIZE = 256  # the valid image: (SIZE, SIZE) RGB
 BOX = (70, 150, 60, 190)  # its hole, (y0, y1, x0, x1)
 BOMB = 13300  # the audit's side: 177 M pixels, just under Pillow's own decompression-bomb error
+# (and over MAX_PHOTO_PIXELS, 100 M); FULL: a side over MAX_PIXELS (4096^2), refused for 'full'
+FULL = 4200
 MB = 2**20
 
 
@@ -108,9 +110,13 @@ def test_bombs_are_refused_from_the_header_in_bounded_memory(cli_server, valid, 
     """After a first inference, the audit's bombs one after another: 13300^2 1-bit, RGB, RGBA
     and 16-bit greyscale masks against a valid 256^2 image (API), a 13300^2 photo and a
     13300^2 painted layer through the page's event (sent as the browser sends its canvas, and
-    as uploaded files). Each is refused with its one-line message within 1 s; the server's
-    peak resident memory over the sequence stays within 500 MB of its idle size after the
-    first inference; the valid request after them is bit-identical outside the hole."""
+    as uploaded files), and a 4200^2 photo (under MAX_PHOTO_PIXELS, over MAX_PIXELS) with
+    strategy 'full' (API and page). Each is refused with its one-line message within 1 s; the
+    server's peak resident memory over the sequence stays within 500 MB of its idle size after
+    the first inference; the valid request after them is bit-identical outside the hole."""
+    from pconv_jax.inpaint import MAX_PHOTO_PIXELS, MAX_PIXELS
+
+    assert BOMB * BOMB > MAX_PHOTO_PIXELS and MAX_PIXELS < FULL * FULL <= MAX_PHOTO_PIXELS
     folder, image, hole = valid
     server, page = cli_server, PageEvents(cli_server.url)
     image_path, mask_path = upload(server.url, [folder / "photo.png", folder / "mask.png"])
@@ -128,7 +134,11 @@ def test_bombs_are_refused_from_the_header_in_bounded_memory(cli_server, valid, 
         bombs[mode] = path
     big_photo = tmp_path / "big_photo.png"
     black_png(big_photo, BOMB, BOMB, "RGB")
-    big_path, = upload(server.url, [big_photo])
+    full_photo = tmp_path / "full_photo.png"  # 17.6 M pixels: too many for 'full' only
+    black_png(full_photo, FULL, FULL, "RGB")
+    full_mask = tmp_path / "full_mask.png"
+    black_png(full_mask, FULL, FULL, "1")
+    big_path, full_path, full_mask_path = upload(server.url, [big_photo, full_photo, full_mask])
     mask_paths = dict(zip(bombs, upload(server.url, list(bombs.values())), strict=True))
 
     time.sleep(1.0)  # the uploads are written; the server idles
@@ -149,6 +159,12 @@ def test_bombs_are_refused_from_the_header_in_bounded_memory(cli_server, valid, 
         "photo (page, uploaded)": (lambda: page.inpaint(value={
             "background": file_data(big_path), "layers": [], "composite": None, "id": None}),
             f"the image is {BOMB}x{BOMB} pixels, over the limit"),
+        "photo, full (API)": (lambda: call_api(server.url, [
+            file_data(full_path), file_data(full_mask_path), "full"]),
+            f"strategy full runs the network on the whole {FULL}x{FULL} image"),
+        "photo, full (page)": (lambda: page.inpaint(blobs={
+            "background": full_photo.read_bytes(), "layer0": _png_bytes(_layer(hole))},
+            strategy="full"), f"strategy full runs the network on the whole {FULL}x{FULL}"),
         "layer (page)": (lambda: page.inpaint(blobs={
             "background": _png_bytes(image), "layer0": bombs["RGBA"].read_bytes()}),
             f"a painted layer is {BOMB}x{BOMB} but the image is {SIZE}x{SIZE}"),

@@ -6,11 +6,15 @@ Upload or paste a photo, brush over what should go (brush size, eraser, undo and
 the editor's toolbar), press Inpaint: the model's result appears beside OpenCV's Telea fill,
 ready to download as a lossless PNG or to use as the next input. Every pixel outside the
 painted hole comes back bit-identical. One job runs at a time; others wait in Gradio's queue.
+A photo larger than the model's training size is inpainted by a strategy chosen on the page
+(pconv_jax.strategies): `auto` (default), `full`, `crop` or `resize`; the status line names the
+one that ran. Photos are taken up to MAX_PHOTO_PIXELS; `full` up to MAX_PIXELS.
 
-The same server answers an HTTP API with one endpoint, `inpaint`: an image file and a mask file
-(white = hole, as in `python -m pconv_jax.inpaint`) in, the result as a PNG file out. The
-README shows a `gradio_client` call and the plain HTTP route. Gradio is an optional extra:
-`pip install -e '.[app]'`.
+The same server answers an HTTP API with one endpoint, `inpaint`: an image file, a mask file
+(white = hole, as in `python -m pconv_jax.inpaint`) and optionally a strategy (default `auto`;
+a client that sends two inputs gets it) in, the result as a PNG file out, whose text chunk
+`strategy` names the strategy that ran. The README shows a `gradio_client` call and the plain
+HTTP route. Gradio is an optional extra: `pip install -e '.[app]'`.
 
 Every upload is checked from its header (size, mode, frames) before a pixel is decoded, on
 both paths; everything the server writes lives in one private folder (0700, files 0600),
@@ -34,7 +38,8 @@ import numpy as np
 
 from pconv_jax.checkpoint import quiet_orbax_failures
 from pconv_jax.imagefile import Header, read_alpha, read_header, read_uint8
-from pconv_jax.inpaint import MAX_PIXELS, Inpainter, InpaintError
+from pconv_jax.inpaint import MAX_PHOTO_PIXELS, MAX_PIXELS, Inpainter, InpaintError
+from pconv_jax.strategies import STRATEGIES, Plan
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -74,15 +79,37 @@ def hole_from_layers(layers: list[np.ndarray] | None, shape: tuple[int, int]) ->
     return hole
 
 
-def check_request(image: np.ndarray | None, hole: np.ndarray | None) -> None:
-    """Raises PageError naming what is wrong with an (image, hole) request, or nothing."""
+def check_strategy(strategy: object) -> str:
+    """The strategy a request names (None: the default, 'auto'); PageError for another."""
+    if strategy is None:
+        return "auto"
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise PageError(f"unknown strategy {strategy!r}: choose {', '.join(STRATEGIES[:-1])} "
+                        f"or {STRATEGIES[-1]}")
+    return strategy
+
+
+def check_size(what: str, width: int, height: int, strategy: str = "auto") -> None:
+    """Raises PageError when an image of width x height is over the photo limit, or over the
+    network's limit under strategy 'full' (the other strategies keep its input small)."""
+    if width * height > MAX_PHOTO_PIXELS:
+        raise PageError(f"the {what} is {width}x{height} pixels, over the limit of "
+                        f"{MAX_PHOTO_PIXELS} pixels: downscale or crop it first")
+    if strategy == "full" and width * height > MAX_PIXELS:
+        raise PageError(f"strategy full runs the network on the whole {width}x{height} {what}, "
+                        f"over its limit of {MAX_PIXELS} pixels: choose auto, crop or resize")
+
+
+def check_request(image: np.ndarray | None, hole: np.ndarray | None,
+                  strategy: str = "auto") -> None:
+    """Raises PageError naming what is wrong with an (image, hole, strategy) request, or
+    nothing."""
     if image is None:
         raise PageError("no image loaded: upload or paste a photo (PNG, JPEG, WebP, ...); a "
                         "file that is not an image does not load")
+    strategy = check_strategy(strategy)
     h, w = image.shape[:2]
-    if h * w > MAX_PIXELS:
-        raise PageError(f"the image is {w}x{h} pixels, over the limit of {MAX_PIXELS} pixels "
-                        "(the command line's too): downscale or crop it first")
+    check_size("image", w, h, strategy)
     if hole is None or not hole.any():
         raise PageError(f"no hole painted: {HOLE_HINT}")
     if hole.all():
@@ -91,26 +118,33 @@ def check_request(image: np.ndarray | None, hole: np.ndarray | None) -> None:
 
 
 def fill(inpainter: Inpainter, image: np.ndarray, hole: np.ndarray, *,
-         telea: bool = True) -> dict:
-    """{'model', 'telea': (H,W,3|4) uint8, 'seconds': model time} for an (H,W,3|4) uint8
-    image and an (H,W) bool hole; outside the hole both equal the image, a real alpha (not
-    all opaque) is copied as the CLI does."""
+         telea: bool = True, strategy: str = "auto") -> dict:
+    """{'model', 'telea': (H,W,3|4) uint8, 'seconds': model time, 'plan': the strategy's
+    Plan that ran} for an (H,W,3|4) uint8 image and an (H,W) bool hole, the model run by
+    Inpainter.fill_photo with `strategy`; outside the hole both equal the image, a real alpha
+    (not all opaque) is copied as the CLI does."""
     from pconv_jax.baselines import fill
 
-    check_request(image, hole)
+    check_request(image, hole, strategy)
     rgb = np.ascontiguousarray(image[..., :3])
     valid = (~hole).astype(np.float32)  # (H,W) 1 = valid
     start = time.perf_counter()
     try:
-        results = {"model": inpainter(rgb, valid)}
+        model, plan = inpainter.fill_photo(rgb, valid, strategy=check_strategy(strategy))
     except InpaintError as err:
         raise PageError(str(err)) from None
     seconds = time.perf_counter() - start
+    results = {"model": model}
     if telea:
         results["telea"] = fill("telea", rgb, valid)
     if image.shape[2] == 4 and (image[..., 3] < 255).any():
         results = {k: np.dstack([v, image[..., 3]]) for k, v in results.items()}
-    return results | {"seconds": seconds}
+    return results | {"seconds": seconds, "plan": plan}
+
+
+def strategy_line(chosen: str, plan: Plan) -> str:
+    """What ran, for the status line: 'crop (3 crops)', or 'auto → crop (3 crops)'."""
+    return plan.describe() if chosen == plan.strategy else f"{chosen} → {plan.describe()}"
 
 
 def model_summary(inpainter: Inpainter) -> str:
@@ -124,15 +158,19 @@ def model_summary(inpainter: Inpainter) -> str:
             f"{config.depth} · trained at {config.image_size} px")
 
 
-def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: str) -> str:
-    """The API endpoint: image file and mask file (white = hole) -> path of the result PNG.
-    Both headers are checked, against the pixel limit and each other, before any decoding."""
-    from pconv_jax.inpaint import load_pair, mask_size_error, with_alpha, write_image
+def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: str,
+                strategy: str = "auto") -> str:
+    """The API endpoint: image file, mask file (white = hole) and strategy -> path of the
+    result PNG, whose text chunk 'strategy' names what ran ('crop (3 crops)'). Both headers
+    are checked, against the pixel limits and each other, before any decoding."""
+    from pconv_jax.inpaint import load_pair, mask_size_error, with_alpha
 
     if not image_path or not mask_path:
-        raise PageError("the inpaint endpoint takes two files: an image and a mask")
+        raise PageError("the inpaint endpoint takes two files, an image and a mask, and "
+                        f"optionally a strategy ({', '.join(STRATEGIES)}; default auto)")
+    strategy = check_strategy(strategy)
     try:
-        image = _checked_header(image_path, "image")
+        image = _checked_header(image_path, "image", strategy)
         mask = read_header(mask_path, "mask")
         if not mask.may_equal(image):  # read_mask's words; _for_api says them for the API
             raise mask_size_error(mask_path, (mask.width, mask.height),
@@ -145,18 +183,27 @@ def api_inpaint(inpainter: Inpainter, image_path: str, mask_path: str, out_dir: 
     if not hole.any():
         raise PageError("the mask marks no hole: white (or any value above 50% grey) marks "
                         "the pixels to fill")
+    result = fill(inpainter, image, hole, telea=False, strategy=strategy)
     out = os.path.join(tempfile.mkdtemp(dir=out_dir), "inpainted.png")
-    write_image(out, with_alpha(fill(inpainter, image, hole, telea=False)["model"], alpha, out))
+    write_png(out, with_alpha(result["model"], alpha, out), strategy=result["plan"].describe())
     return out
 
 
-def _checked_header(path: str, what: str) -> Header:
-    """read_header(path), refused when over the pixel limit: nothing is decoded yet."""
+def write_png(path: str, image: np.ndarray, **text: str) -> None:
+    """Writes (H,W,3|4) uint8 as a PNG with `text` as its text chunks (tEXt)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    Image.fromarray(image).save(path, "PNG", pnginfo=info)
+
+
+def _checked_header(path: str, what: str, strategy: str = "auto") -> Header:
+    """read_header(path), refused when over the pixel limits (check_size): nothing is
+    decoded yet."""
     header = read_header(path, what)
-    if header.pixels > MAX_PIXELS:
-        raise PageError(f"the {what} is {header.width}x{header.height} pixels, over the limit "
-                        f"of {MAX_PIXELS} pixels (the command line's too): downscale or crop "
-                        "it first")
+    check_size(what, header.width, header.height, strategy)
     return header
 
 
@@ -212,14 +259,15 @@ def editor_files(value: dict | None, blobs: dict, folder: str) -> tuple[str | No
     return background, [layer["path"] for layer in value.get("layers") or () if layer]
 
 
-def read_editor(background: str | None, layers: list[str],
+def read_editor(background: str | None, layers: list[str], strategy: str = "auto",
                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(image (H,W,4) uint8, hole (H,W) bool) from the editor's files. Every header is checked
-    against the pixel limit and the background before any pixel is decoded; the image reads
-    as the command line reads it (EXIF turn, 16-bit, palette), the layers one at a time."""
+    against the pixel limits (those of `strategy`) and the background before any pixel is
+    decoded; the image reads as the command line reads it (EXIF turn, 16-bit, palette), the
+    layers one at a time."""
     if background is None:
         return None, None
-    size = _checked_header(background, "image")
+    size = _checked_header(background, "image", strategy)
     if len(layers) > MAX_LAYERS:
         raise PageError(f"the request holds {len(layers)} painted layers, more than the "
                         f"{MAX_LAYERS} the page takes: clear the drawing and paint again")
@@ -272,14 +320,20 @@ SERVER_PATH_REFUSED = ("a file named in the request was not uploaded to this ser
 
 def _page(**settings) -> gr.Blocks:
     """gr.Blocks whose refusal of a non-uploaded server path is one line in the log and one in
-    the client's message, without the path."""
+    the client's message, without the path, and which gives an event's missing trailing inputs
+    their components' defaults (a client of the two-input API gets strategy 'auto')."""
     import gradio as gr
     from gradio.exceptions import InvalidPathError
 
     class Page(gr.Blocks):  # made here: Gradio is an optional extra
-        async def preprocess_data(self, *args, **kwargs):
+        async def preprocess_data(self, block_fn, inputs, *args, **kwargs):
+            # a request leaving out trailing inputs that have a default (the API's strategy)
+            # gets their defaults, as gradio_client fills them in
+            missing = block_fn.inputs[len(inputs):]
+            if missing and all(getattr(b, "value", None) is not None for b in missing):
+                inputs = [*inputs, *(b.value for b in missing)]
             try:
-                return await super().preprocess_data(*args, **kwargs)
+                return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
             except InvalidPathError as err:
                 reason = " ".join(str(err).split())
                 print(f"pconv-jax app: refused a request: {reason}", file=sys.stderr,
@@ -300,12 +354,13 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
     # Gradio's cache of uploads and results: files older than an hour go, checked every 10 min
     with _page(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
         gr.Markdown(f"## {title}\n{model_summary(inpainter)}", elem_id="model-info")
-        editor, run, use, result, telea, status = _layout()
+        editor, strategy, run, use, result, telea, status = _layout()
         # page and API share one slot (concurrency_id): one job at a time, the rest queue
         # preprocess=False: Gradio's editor would decode every layer (and the composite we do
         # not use) at whatever size it is sent; read_editor checks their headers first
-        run.click(_on_inpaint(inpainter, out_dir, editor), editor, [result, telea, status],
-                  api_visibility="private", concurrency_id="model", preprocess=False)
+        run.click(_on_inpaint(inpainter, out_dir, editor), [editor, strategy],
+                  [result, telea, status], api_visibility="private", concurrency_id="model",
+                  preprocess=False)
         # The result goes into the editor as a user's upload would (Gradio 6's editor hangs
         # when an event sets its value); the server only checks that there is a result.
         use.click(_on_use_result, result, None, js=USE_RESULT_JS, api_visibility="private",
@@ -316,8 +371,9 @@ def build(inpainter: Inpainter, *, out_dir: str | None = None,
 
 
 def _layout() -> tuple:
-    """The page's components, (editor, run, use, result, telea, status): the photo editor,
-    its buttons and the status line on the left, the result and Telea's fill on the right."""
+    """The page's components, (editor, strategy, run, use, result, telea, status): the photo
+    editor, the strategy for large photos, the buttons and the status line on the left, the
+    result and Telea's fill on the right."""
     import gradio as gr
 
     with gr.Row(equal_height=False):
@@ -328,6 +384,13 @@ def _layout() -> tuple:
                 brush=gr.Brush(default_size="auto", colors=["#ffffff"], color_mode="fixed"),
                 eraser=gr.Eraser(default_size="auto"), format="png", elem_id="editor")
             editor.blob_storage = PendingBlobs()
+            strategy = gr.Radio(
+                list(STRATEGIES), value="auto", label="Strategy for large photos",
+                elem_id="strategy",
+                info="full: the whole photo through the network; crop: a crop around each "
+                     "group of holes, at the training size; resize: the photo scaled down "
+                     "and the fill scaled back; auto: full up to twice the training size, "
+                     "else crop, or resize when crops would cover most of the photo")
             with gr.Row():
                 run = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
                 use = gr.Button("Use result as input", elem_id="use-result")
@@ -339,25 +402,28 @@ def _layout() -> tuple:
             telea = gr.Image(label="Telea (OpenCV), for comparison", type="filepath",
                              format="png", interactive=False, buttons=["download"],
                              elem_id="telea")
-    return editor, run, use, result, telea, status
+    return editor, strategy, run, use, result, telea, status
 
 
-def _on_inpaint(inpainter: Inpainter, out_dir: str,
-                editor: gr.ImageEditor) -> Callable[[dict | None], tuple[str, str, str]]:
-    """The Inpaint button's event: the editor's raw value (Gradio decodes nothing) ->
-    (result PNG, Telea PNG, status line)."""
+def _on_inpaint(inpainter: Inpainter, out_dir: str, editor: gr.ImageEditor,
+                ) -> Callable[[dict | None, str | None], tuple[str, str, str]]:
+    """The Inpaint button's event: the editor's raw value (Gradio decodes nothing) and the
+    strategy -> (result PNG, Telea PNG, status line naming the strategy that ran)."""
     import shutil
 
     import gradio as gr
 
-    sizes_seen: set[tuple[int, int]] = set()  # the model compiles once per image size
+    # the model compiles once per shape of its input: the image's size under full or resize
+    # (with the scale), the number of crops under crop (each crop is T x T)
+    shapes_seen: set[tuple] = set()
 
-    def on_inpaint(value: dict | None) -> tuple[str, str, str]:
+    def on_inpaint(value: dict | None, strategy: str | None = "auto") -> tuple[str, str, str]:
         folder = tempfile.mkdtemp(dir=out_dir)
         try:
+            strategy = check_strategy(strategy)
             background, layers = editor_files(value, editor.blob_storage, folder)
-            image, hole = read_editor(background, layers)
-            result = fill(inpainter, image, hole)
+            image, hole = read_editor(background, layers, strategy)
+            result = fill(inpainter, image, hole, strategy=strategy)
         except PageError as err:
             raise gr.Error(str(err), print_exception=False) from None
         except (InpaintError, ValueError, OSError) as err:
@@ -366,11 +432,14 @@ def _on_inpaint(inpainter: Inpainter, out_dir: str,
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         h, w = image.shape[:2]
-        compiled = "" if (h, w) in sizes_seen else ", including compiling for this size"
-        sizes_seen.add((h, w))
-        status = (f"Inpainted {w}×{h} px, {100 * hole.mean():.1f}% hole, in "
-                  f"{result['seconds']:.2f} s (model{compiled})")
-        return (_save(out_dir, result["model"], "inpainted.png"),
+        plan = result["plan"]
+        shape = (plan.describe(),) + (() if plan.strategy == "crop" else (h, w))
+        compiled = "" if shape in shapes_seen else ", including compiling for this size"
+        shapes_seen.add(shape)
+        status = (f"Inpainted {w}×{h} px, {100 * hole.mean():.1f}% hole, strategy "
+                  f"{strategy_line(strategy, plan)}, in {result['seconds']:.2f} s "
+                  f"(model{compiled})")
+        return (_save(out_dir, result["model"], "inpainted.png", strategy=plan.describe()),
                 _save(out_dir, result["telea"], "telea.png"), status)
 
     return on_inpaint
@@ -385,33 +454,38 @@ def _on_use_result(result: dict | None) -> None:
 
 
 def _add_api(inpainter: Inpainter, out_dir: str) -> None:
-    """The API endpoint `inpaint` (image file, mask file -> PNG file), on components that the
-    page does not show; call it inside the page's Blocks."""
+    """The API endpoint `inpaint` (image file, mask file, strategy -> PNG file), on components
+    that the page does not show; call it inside the page's Blocks. The strategy's default,
+    'auto', is the component's value: gradio_client fills it in when a call leaves it out, and
+    the page (_page) does for a plain HTTP call sending two inputs."""
     import gradio as gr
 
-    def on_api(image_file: str | None, mask_file: str | None) -> str:
+    def on_api(image_file: str | None, mask_file: str | None,
+               strategy: str | None = "auto") -> str:
         try:
             _prune(out_dir)
-            return api_inpaint(inpainter, image_file, mask_file, out_dir)
+            return api_inpaint(inpainter, image_file, mask_file, out_dir, strategy)
         except PageError as err:
             raise gr.Error(str(err), print_exception=False) from None
 
     with gr.Row(visible=False):  # the API's own inputs and output, not shown on the page
         api_image = gr.File(label="image", type="filepath")
         api_mask = gr.File(label="mask (white = hole)", type="filepath")
+        # a custom value reaches on_api, which names the choices in its one-line message
+        api_strategy = gr.Dropdown(list(STRATEGIES), value="auto", allow_custom_value=True,
+                                   label="strategy")
         api_out = gr.File(label="result (PNG)")
     api_button = gr.Button(visible=False)
-    api_button.click(on_api, [api_image, api_mask], api_out, api_name="inpaint",
+    api_button.click(on_api, [api_image, api_mask, api_strategy], api_out, api_name="inpaint",
                      concurrency_id="model")
 
 
-def _save(out_dir: str, image: np.ndarray, name: str) -> str:
-    """Writes a result as `name` in a new folder below out_dir (pruning old ones); its path."""
-    from pconv_jax.inpaint import write_image
-
+def _save(out_dir: str, image: np.ndarray, name: str, **text: str) -> str:
+    """Writes a result as PNG `name` (with `text` chunks) in a new folder below out_dir
+    (pruning old ones); its path."""
     _prune(out_dir)
     path = os.path.join(tempfile.mkdtemp(dir=out_dir), name)
-    write_image(path, image)
+    write_png(path, image, **text)
     return path
 
 
@@ -534,7 +608,8 @@ def private_folder() -> Iterator[str]:
         os.umask(umask)
 
 
-# An upload cap well above the largest image the model takes (4096x4096, 16-bit RGBA PNG).
+# An upload cap above a 4096x4096 16-bit RGBA PNG (128 MB) and a MAX_PHOTO_PIXELS photo as
+# JPEG (tens of MB); a 100-megapixel PNG may be larger: such a photo is sent as JPEG or WebP.
 MAX_UPLOAD = "256mb"
 
 
