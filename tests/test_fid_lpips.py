@@ -85,6 +85,22 @@ def test_fid_equals_pytorch_fids_sqrtm_route():
     assert fid.fid(a, b) == pytest.approx(expected, rel=1e-7)
 
 
+def test_fid_of_fewer_samples_than_dimensions_equals_the_eigen_reference():
+    """Fewer features than dimensions (30 and 25 in 64 dims: both covariances singular): the
+    low-rank route (singular values of A B^T) equals Tr sqrt(S1^1/2 S2 S1^1/2) by
+    eigendecomposition within 1e-6 relative."""
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(30, 64)) @ rng.normal(size=(64, 64))
+    b = rng.normal(size=(25, 64)) @ rng.normal(size=(64, 64)) + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+                - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+    assert fid.fid(a, b) == pytest.approx(expected, rel=1e-6)
+
+
 def test_fid_of_a_set_with_itself_is_zero_and_singular_sets_stay_finite():
     """FID(x, x) ~ 0; with fewer samples than dimensions (singular covariances) the value is
     finite and not negative beyond rounding."""
@@ -340,7 +356,7 @@ def test_compare_writes_both_tables_with_fid_lpips_and_patchmatch(run_dir, lpips
                           str(tmp_path / "without"), "--methods", "model,telea"]) == 0
     plain = json.loads((tmp_path / "without" / "metrics.json").read_text())
     assert "fid" not in plain and all("lpips" not in r for r in plain["model"])
-    assert set(plain) == {"model", "telea", "mask_set", "baseline_fills"}
+    assert set(plain) == {"model", "telea", "mask_set", "baseline_fills", "smooth_fills"}
     assert "lpips" not in (tmp_path / "without" / "table.csv").read_text()
 
 

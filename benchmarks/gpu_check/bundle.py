@@ -44,6 +44,8 @@ BUNDLE = {
 }
 # pconv-jax dependencies the host lacks that the check does not ship, and why.
 NOT_SHIPPED = {
+    "pypatchmatch": "the PatchMatch baseline of evaluate and compare, which the check does not "
+                    "run; without it they leave PatchMatch out with one line",
     "tensorflow-datasets": "only tfds: sources import it (lazily, in data.TfdsImages); the check "
                            "reads image folders, and its requirement promise 2.3 has no wheel",
 }

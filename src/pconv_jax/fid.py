@@ -311,14 +311,35 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """FID between two sets of pool3 features (N,2048) and (M,2048)."""
-    return frechet_distance(*statistics(features_a), *statistics(features_b))
+    return fids_against(features_a, [features_b])[0]
 
 
 def fids_against(reference: np.ndarray, others: list[np.ndarray]) -> list[float]:
-    """fid(reference, x) for each x of `others`, the reference's square root computed once."""
+    """fid(reference, x) for each x of `others` (the reference's square root computed once).
+
+    With fewer features than dimensions (an evaluation of under 2,048 pairs) the covariances
+    have low rank and Tr (S1 S2)^(1/2) is exactly the sum of the singular values of
+    A B^T / sqrt((N-1)(M-1)), A and B the centred features (N,D) and (M,D): the eigenvalues
+    of S1 S2 = A^T A B^T B / c are those of (A B^T)(A B^T)^T / c. That is an (N,M) matrix
+    instead of two (D,D) eigendecompositions: milliseconds instead of ~2 s at D = 2048.
+    """
     mu1, sigma1 = statistics(reference)
-    root1 = _sqrt_psd(sigma1)
-    return [_frechet(mu1, sigma1, root1, *statistics(x)) for x in others]
+    a = np.asarray(reference, np.float64) - mu1
+    root1 = None
+    out = []
+    for features in others:
+        mu2, sigma2 = statistics(features)
+        if max(len(a), len(features)) < a.shape[1]:  # both covariances of low rank
+            b = np.asarray(features, np.float64) - mu2
+            singular = np.linalg.svd(a @ b.T, compute_uv=False)
+            trace_sqrt = singular.sum() / np.sqrt((len(a) - 1) * (len(b) - 1))
+            diff = mu1 - mu2
+            out.append(float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+                             - 2 * trace_sqrt))
+            continue
+        root1 = _sqrt_psd(sigma1) if root1 is None else root1
+        out.append(_frechet(mu1, sigma1, root1, mu2, sigma2))
+    return out
 
 
 def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
