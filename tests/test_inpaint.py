@@ -45,6 +45,15 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+def _main(capsys, *args):
+    """inpaint.main in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from pconv_jax import inpaint
+
+    code = inpaint.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def _save(path, array):
     Image.fromarray(array).save(path)
     return str(path)
@@ -136,7 +145,9 @@ def test_evaluate_writes_the_table_for_model_and_baselines(run_dir, tmp_path):
 
     results = json.loads((out / "metrics.json").read_text())
     methods = {"model", "patchmatch", "telea", "navier_stokes", "mean_fill"}
-    assert set(results) == methods | {"mask_set", "baseline_fills"}
+    assert set(results) == methods | {"mask_set", "baseline_fills", "smooth_fills"}
+    assert 0 <= results["smooth_fills"]["constant"]["worst"] <= 1
+    assert "smooth fills (32 px" in run.stdout
     index = json.loads((masks_dir / "index.json").read_text())
     assert results["mask_set"]["verified"] and results["mask_set"]["protocol"] == "paper"
     assert results["mask_set"]["set_sha256"] == index["set_sha256"]
@@ -168,7 +179,7 @@ def test_evaluate_without_index_is_a_message(run_dir, tmp_path):
     assert "Traceback" not in run.stderr
 
 
-def test_rgba_and_greyscale_images_keep_their_mode(run_dir, tmp_path):
+def test_rgba_and_greyscale_images_keep_their_mode(run_dir, tmp_path, capsys):
     """A greyscale photo is written greyscale and an RGBA one RGBA with its alpha copied as
     it is, both through the crop strategy (200 px, over twice the 32 px training size) and
     whole (28 px); valid pixels keep their values bit for bit; a BMP output, which cannot
@@ -182,9 +193,10 @@ def test_rgba_and_greyscale_images_keep_their_mode(run_dir, tmp_path):
         grey = _save(tmp_path / "grey.png", rng.integers(0, 256, size, dtype=np.uint8))
         for path in (rgba, grey):
             out = str(tmp_path / f"out_{os.path.basename(path)}")
-            run = _cli("--workdir", run_dir, "--image", path, "--mask", mask, "--out", out)
-            assert run.returncode == 0, run.stderr
-            assert f"(strategy {strategy}" in run.stdout, run.stdout
+            code, stdout, stderr = _main(capsys, "--workdir", run_dir, "--image", path,
+                                         "--mask", mask, "--out", out)
+            assert code == 0, stderr
+            assert f"(strategy {strategy}" in stdout, stdout
             result = np.asarray(Image.open(out))
             source = np.asarray(Image.open(path))
             assert result.shape == source.shape and Image.open(out).mode == \
@@ -192,13 +204,13 @@ def test_rgba_and_greyscale_images_keep_their_mode(run_dir, tmp_path):
             np.testing.assert_array_equal(result[hole == 0], source[hole == 0])
             assert (result[hole > 0] != source[hole > 0]).any()
             if path == rgba:
-                assert "alpha kept" in run.stdout
+                assert "alpha kept" in stdout
                 np.testing.assert_array_equal(result[..., 3], source[..., 3])
             else:
-                assert "greyscale" in run.stdout
-    run = _cli("--workdir", run_dir, "--image", rgba, "--mask", mask, "--out",
-               str(tmp_path / "out.bmp"))
-    assert run.returncode == 1 and "alpha channel" in run.stderr and ".png" in run.stderr
+                assert "greyscale" in stdout
+    code, _, stderr = _main(capsys, "--workdir", run_dir, "--image", rgba, "--mask", mask,
+                            "--out", str(tmp_path / "out.bmp"))
+    assert code == 1 and "alpha channel" in stderr and ".png" in stderr
 
 
 def test_16_bit_colour_is_scaled_in_every_channel(tmp_path):
@@ -534,7 +546,7 @@ def test_every_strategy_keeps_valid_pixels_through_the_network(inpainter, strate
     assert the_plan.strategy == ("crop" if strategy == "auto" else strategy)
 
 
-def test_photo_limits_are_read_from_the_header(run_dir, tmp_path):
+def test_photo_limits_are_read_from_the_header(tmp_path, capsys):
     """A photo over 100 megapixels is refused from its header, naming the limit; `--strategy
     full` on a photo over the network's per-image limit is refused naming the strategies
     that take it; neither decodes a pixel nor loads a model (the run folder is not a run)."""
@@ -542,16 +554,16 @@ def test_photo_limits_are_read_from_the_header(run_dir, tmp_path):
 
     black_png(tmp_path / "big.png", 10100, 10000, "RGB")  # 101 MP of black, ~0.3 MB
     black_png(tmp_path / "mask.png", 10100, 10000, "L")
-    run = _cli("--workdir", str(tmp_path), "--image", str(tmp_path / "big.png"), "--mask",
-               str(tmp_path / "mask.png"), "--out", str(tmp_path / "o.png"))
-    assert run.returncode == 1 and "exceeds the limit of 100000000 pixels" in run.stderr
-    assert "Traceback" not in run.stderr
+    code, _, stderr = _main(capsys, "--workdir", str(tmp_path), "--image",
+                            str(tmp_path / "big.png"), "--mask", str(tmp_path / "mask.png"),
+                            "--out", str(tmp_path / "o.png"))
+    assert code == 1 and "exceeds the limit of 100000000 pixels" in stderr
     black_png(tmp_path / "wide.png", 5000, 4000, "RGB")
     black_png(tmp_path / "wide_mask.png", 5000, 4000, "L")
-    run = _cli("--workdir", str(tmp_path), "--image", str(tmp_path / "wide.png"), "--mask",
-               str(tmp_path / "wide_mask.png"), "--out", str(tmp_path / "o.png"),
-               "--strategy", "full")
-    assert run.returncode == 1 and "--strategy full: use auto, crop or resize" in run.stderr
+    code, _, stderr = _main(capsys, "--workdir", str(tmp_path), "--image",
+                            str(tmp_path / "wide.png"), "--mask", str(tmp_path / "wide_mask.png"),
+                            "--out", str(tmp_path / "o.png"), "--strategy", "full")
+    assert code == 1 and "--strategy full: use auto, crop or resize" in stderr
 
 
 def test_inpainter_weights_equal_a_restore_into_an_initialised_model(run_dir, inpainter):

@@ -178,6 +178,7 @@ def eval_pairs(images, mask_entries, start: int, stop: int) -> tuple[np.ndarray,
 
 
 FID_MIN_PAIRS = 500  # FID of fewer pairs is dominated by its estimation noise
+POOL_MIN_PAIRS = 32  # fewer pairs: the baselines run in this process unless workers is given
 
 
 def default_methods(inpainter) -> tuple[tuple[str, ...], list[str]]:
@@ -198,7 +199,8 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
     images: a random-access source of (H,W,3) uint8 images; mask_entries from load_mask_set
     (or eval_masks); methods: 'model' (needs `inpainter`) and any of the classical baselines
     (default: see default_methods). The classical fills run in `workers` processes
-    (pconv_jax.baselines.BaselineRunner; default one per core, 0 = here), cached in
+    (pconv_jax.baselines.BaselineRunner; default one per core from POOL_MIN_PAIRS pairs, else
+    here; 0 = here), cached in
     `cache_dir` (None: not cached) with PatchMatch seeded by `seed`; the next batch's fills
     run while the model fills this one. With `lpips_metric` (pconv_jax.lpips.LPIPS) rows gain
     'lpips'; with `inception` (pconv_jax.fid.InceptionFID) the result gains 'fid': {method:
@@ -226,6 +228,8 @@ def evaluate(inpainter, images, mask_entries, batch_size: int = 4, progress: boo
     groups = {(e["bucket"], e["border"]) for e in mask_entries}
     examples, shown = [], []  # the grid's rows; the buckets they show
     classical = [m for m in methods if m != "model"]
+    if workers is None and len(mask_entries) < POOL_MIN_PAIRS:
+        workers = 0  # starting the processes (~1.5 s) costs more than they save
     starts = list(range(0, len(mask_entries), batch_size))
     bar = tqdm(total=len(mask_entries), unit="pair", disable=not progress)
     with baselines.BaselineRunner(classical, cache_dir=cache_dir, workers=workers,
@@ -511,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4,
                         help="image-mask pairs inpainted together")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--no-smooth-check", action="store_true",
+                        help="skip the constant-colour and gradient check (pconv_jax.smooth) "
+                             "that metrics.json's smooth_fills and the last lines report")
     add_baseline_flags(parser)
     add_metric_flags(parser)
     args = parser.parse_args(argv)
@@ -550,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
         results, examples = evaluate(inpainter, images, mask_set.entries, args.batch_size,
                                      **extra, **options)
         results["mask_set"] = mask_set.describe()
+        if not args.no_smooth_check:  # the easiest fills: pconv_jax.smooth
+            from pconv_jax import smooth
+
+            results["smooth_fills"] = smooth.smooth_fill_check(inpainter)
         write_tables(args.out, results)
         save_grid(os.path.join(args.out, "examples.png"), examples)
     except (OSError, ValueError, InpaintError, CheckpointError, WeightFileError) as err:
@@ -557,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with open(os.path.join(args.out, "table.md")) as f:
         print(f.read())
+    if "smooth_fills" in results:
+        from pconv_jax import smooth
+
+        print(smooth.describe(results["smooth_fills"]))
     print(f"wrote {args.out}/metrics.json, table.md, table.csv, examples.png "
           f"(step {inpainter.step}, {len(mask_set.entries)} image-mask pairs"
           f"{_fills_text(results.get('baseline_fills'))})")
