@@ -41,6 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
         image_size=512,
         scale_range=(1.0, 1.0),  # shorter side resized to image_size * U(range) (>= 1), then crop
         colour_jitter=0.0,  # s: channels permuted, saturation and gains x U(1-s,1+s); 0: off
+        smooth_fraction=0.0,  # share of examples replaced by a constant colour or gradient
         masks="",  # a folder of mask images (white = hole), or '' for generated irregular masks
         hole_range=(0.01, 0.6),
         eval_source="",  # held-out images scored every train.eval_every steps ('' = none)
@@ -129,6 +130,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 1:
         problems.append(f"data.colour_jitter must be a number in [0, 1] (0 = off), got "
                         f"{jitter!r}")
+    smooth = config.data.get("smooth_fraction", 0.0)
+    if not isinstance(smooth, (int, float)) or isinstance(smooth, bool) or not 0 <= smooth < 1:
+        problems.append(f"data.smooth_fraction must be a number in [0, 1) (0 = off), got "
+                        f"{smooth!r}")
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         problems.append(f"seed must be a whole number >= 0, got {seed!r}")

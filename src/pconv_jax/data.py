@@ -246,6 +246,20 @@ def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) 
     return cv2.transform(image, matrix.astype(np.float32))  # out(p) = matrix @ in(p)
 
 
+def smooth_image(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A (size,size,3) uint8 image of one random colour, or (half the time) a linear gradient
+    between two random colours in a random direction: the fills where a hole's answer is
+    plain, which few photos show in saturated colours."""
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if rng.random() < 0.5:
+        return np.broadcast_to(np.round(a).astype(np.uint8), (size, size, 3)).copy()
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    t = np.cos(angle) * xx + np.sin(angle) * yy
+    t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
+    return np.round(a + (b - a) * t[..., None]).astype(np.uint8)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainExample:
     """The per-example transform (index, rng) -> {"image": (S,S,3) uint8, "mask": (S,S,1)
@@ -257,6 +271,7 @@ class TrainExample:
     masks: MaskSource
     scale_range: tuple[float, float] = (1.0, 1.0)
     colour_jitter: float = 0.0  # s of `colour_jitter`; 0: off, and no random draws
+    smooth_fraction: float = 0.0  # share of examples replaced by smooth_image; 0: no draws
 
     def __call__(self, index: int, rng: np.random.Generator) -> dict:
         """Example `index` of the source, its randomness all from `rng`."""
@@ -266,6 +281,8 @@ class TrainExample:
         mask = self.masks.sample(rng)  # (S,S) 1 = valid
         if self.colour_jitter > 0:
             crop = colour_jitter(crop, self.colour_jitter, rng)
+        if self.smooth_fraction > 0 and rng.random() < self.smooth_fraction:
+            crop = smooth_image(self.size, rng)
         return {"image": crop,
                 "mask": (mask > 0.5).astype(np.uint8)[..., None]}  # (S,S,1)
 
@@ -281,6 +298,7 @@ def train_dataset(
     shard_count: int = 1,
     scale_range: tuple[float, float] = (1.0, 1.0),
     colour_jitter: float = 0.0,
+    smooth_fraction: float = 0.0,
 ) -> grain.MapDataset:
     """An endless, deterministic MapDataset of uint8 training batches for one process."""
     if len(source) < shard_count:
@@ -288,7 +306,7 @@ def train_dataset(
     ds = grain.MapDataset.range(len(source))[shard_index::shard_count]  # image indices
     ds = ds.seed(seed).shuffle().repeat()
     ds = ds.random_map(TrainExample(source, image_size, masks, tuple(scale_range),
-                                    float(colour_jitter)))
+                                    float(colour_jitter), float(smooth_fraction)))
     return ds.batch(local_batch, drop_remainder=True)
 
 

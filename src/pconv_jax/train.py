@@ -327,7 +327,8 @@ def open_data(run: Run, data_state: dict | None) -> Data:
             local_batch=run.global_batch // run.processes, seed=config.seed, masks=masks,
             shard_index=run.process, shard_count=run.processes,
             scale_range=tuple(config.data.scale_range),
-            colour_jitter=config.data.get("colour_jitter", 0.0))
+            colour_jitter=config.data.get("colour_jitter", 0.0),
+            smooth_fraction=config.data.get("smooth_fraction", 0.0))
         sample = dataset[0]  # a fixed batch for the image grids; reads the data once
         held_out = None
         if config.train.get("eval_every", 0) and run.is_chief:
