@@ -9,9 +9,7 @@ window of its position at that layer holds some valid inputs; the first layer at
 holds any is where the pixel gets its first value, scaled by the partial convolution's
 renormalisation k_l^2 / (valid count): a window that barely touches valid pixels multiplies
 them by up to k_l^2. The table bins hole pixels by that first window's valid fraction and
-gives their mean and 99th-percentile error, and where the 1 % worst pixels fall; the same with
-BatchNorm on the image's own statistics (training mode) says whether the running statistics
-are to blame.
+gives their mean and 99th-percentile error, and where the 1 % worst pixels fall.
 """
 
 import argparse
