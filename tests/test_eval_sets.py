@@ -51,7 +51,7 @@ def test_lama_set_manifest_records_hashes_bins_and_settings(tmp_path):
     (["--count", "5"], "--count is for the lama-* protocols"),
     (["--protocol", "lama-thin", "--per-bucket", "2"], "--per-bucket is for --protocol paper"),
     (["--protocol", "lama-thin", "--size", "16"], "--size must be between 32 and 4096, got 16"),
-    (["--protocol", "lama-thick", "--count", "0"], "--count must be >= 1, got 0"),
+    (["--protocol", "lama-thick", "--count", "0"], "--count must be between 1 and 1000000, got 0"),
     (["--protocol", "lama-wide"], "invalid choice: 'lama-wide'"),
 ])
 def test_make_eval_set_refuses_flags_of_the_other_protocol(tmp_path, capsys, argv, message):

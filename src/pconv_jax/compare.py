@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_lib.add_metric_flags(parser)
     args = parser.parse_args(argv)
     for problem in mask_lib.range_problems({
-            "--count": (args.count, 1, None), "--per-bucket": (args.per_bucket, 1, None),
+            "--count": (args.count, 1, mask_lib.MAX_SET_MASKS),
+            "--per-bucket": (args.per_bucket, 1, None),
             "--seed": (args.seed, 0, None), "--batch-size": (args.batch_size, 1, None),
             "--size": (32 if args.size is None else args.size, 32, mask_lib.MAX_MASK_SIZE)}):
         parser.error(problem)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import sys
@@ -36,110 +35,9 @@ import numpy as np
 
 from pconv_jax import baselines, metrics
 from pconv_jax import masks as mask_lib
-from pconv_jax.imagefile import load_mask_image
+from pconv_jax.masks import MaskSet, generated_mask_set, load_mask_set  # noqa: F401 (API)
 
 METHODS = ("model", *baselines.METHODS)  # the model, then PatchMatch, Telea, NS, mean fill
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskSet:
-    """An evaluation mask set: its protocol, manifest facts and the masks as entries."""
-
-    protocol: str  # 'paper' or 'lama-thin|medium|thick'
-    size: int
-    seed: int | None
-    set_sha256: str | None  # masks.set_sha256 of the manifest; None for sets without one
-    verified: bool  # every file matched its sha256 in index.json
-    settings: dict  # the generator's settings as index.json records them
-    entries: list[dict]  # {mask: (S,S) float32 1 = valid, bucket, border} (see load_mask_set)
-
-    def describe(self) -> dict:
-        """The set's facts for metrics.json and the tables (no masks)."""
-        return {"protocol": self.protocol, "size": self.size, "seed": self.seed,
-                "count": len(self.entries), "set_sha256": self.set_sha256,
-                "verified": self.verified, "settings": self.settings}
-
-
-def _read_index(folder: str) -> dict:
-    """index.json of a make-eval-set folder, checked for its masks list."""
-    index_path = os.path.join(folder, "index.json")
-    if not os.path.isfile(index_path):
-        raise FileNotFoundError(f"{folder} has no index.json; write one with "
-                                "`python -m pconv_jax.masks make-eval-set --out DIR`")
-    try:
-        with open(index_path) as f:
-            index = json.load(f)
-        [entry["file"] for entry in index["masks"]]  # noqa: B018 (the shape is the check)
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{index_path} is not a make-eval-set index: it needs "
-                         f"{{\"masks\": [{{\"file\": ...}}, ...]}} ({type(err).__name__}: "
-                         f"{err})") from None
-    protocol = index.get("protocol", "paper")
-    if protocol not in mask_lib.PROTOCOLS:
-        raise ValueError(f"{index_path} has protocol {protocol!r}; this version knows "
-                         f"{', '.join(mask_lib.PROTOCOLS)}")
-    return index
-
-
-def load_mask_set(folder: str) -> MaskSet:
-    """The masks of a make-eval-set folder, each file checked against its sha256 first.
-
-    Paper sets: each mask is counted in the bucket and border class its pixels give (labels
-    are not trusted); masks outside (0.01, 0.6] are left out with a warning. LaMa sets: every
-    mask is kept, grouped by its 10 % hole-area bin ('bucket' holds the bin, 'border' None).
-    A missing or changed file raises masks.ManifestError naming it; a set written before
-    manifests had hashes is read with a warning that it could not be verified.
-    """
-    index = _read_index(folder)
-    index_path = os.path.join(folder, "index.json")
-    mask_lib.verify_manifest(folder, index)
-    verified = mask_lib.has_checksums(index)
-    if not verified:
-        warnings.warn(f"{index_path} has no sha256 per file (written before manifests), so "
-                      "its masks cannot be verified; write the set again to get them",
-                      stacklevel=2)
-    protocol = index.get("protocol", "paper")
-    entries, relabelled, outside = [], 0, 0
-    for entry in index["masks"]:
-        path = os.path.join(folder, entry["file"])
-        mask = load_mask_image(path, hole_is_white=index.get("hole_is_white", True))
-        if entries and mask.shape != entries[0]["mask"].shape:
-            raise ValueError(f"{path} is {mask.shape[1]}x{mask.shape[0]} but the masks before "
-                             f"it in {index_path} are {entries[0]['mask'].shape[1]}x"
-                             f"{entries[0]['mask'].shape[0]}: an evaluation set has one mask "
-                             "size")
-        if protocol != "paper":
-            name = mask_lib.area_bin_name(mask_lib.hole_ratio(mask))
-            entries.append({"mask": mask, "bucket": name, "border": None, "lama": True})
-            continue
-        bucket = mask_lib.bucket_of(mask)  # from the pixels: labels are not trusted
-        if bucket is None:
-            outside += 1
-            continue
-        border = mask_lib.touches_border(mask)
-        relabelled += (entry.get("bucket"), entry.get("border")) != (
-            mask_lib.bucket_name(bucket), border)
-        entries.append({"mask": mask, "bucket": mask_lib.bucket_name(bucket), "border": border})
-    if outside or relabelled:
-        warnings.warn(f"{folder}: {outside} mask(s) with a hole ratio outside the paper's "
-                      f"(0.01, 0.6] left out; {relabelled} mask(s) counted in the bucket or "
-                      "border class their pixels give, not their index label", stacklevel=2)
-    if not entries:
-        raise ValueError(f"{folder} holds no mask with a hole ratio in (0.01, 0.6]"
-                         if protocol == "paper" else f"{index_path} lists no masks")
-    return MaskSet(protocol, entries[0]["mask"].shape[0], index.get("seed"),
-                   index.get("set_sha256") if verified else None, verified,
-                   index.get("settings", {}), entries)
-
-
-def generated_mask_set(size: int, per_bucket: int, seed: int, protocol: str = "paper",
-                       count: int | None = None) -> MaskSet:
-    """A make-eval-set set drawn into a temporary folder and read back (nothing is kept)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        mask_lib.make_eval_set(tmp, per_bucket, size, seed, protocol=protocol, count=count)
-        return load_mask_set(tmp)
 
 
 def eval_masks(folder: str | None, size: int, per_bucket: int, seed: int) -> list[dict]:
@@ -493,8 +391,8 @@ def baseline_options(parser: argparse.ArgumentParser, args) -> dict:
             reason = None if method == "model" else baselines.missing(method)
             if reason:
                 parser.error(f"--methods: {method} cannot run here: {reason}")
-    if args.workers is not None and args.workers < 0:
-        parser.error(f"--workers must be >= 0, got {args.workers}")
+    if args.workers is not None and not 0 <= args.workers <= 256:
+        parser.error(f"--workers must be between 0 and 256, got {args.workers}")
     cache = None if args.cache == "none" else (args.cache or baselines.default_cache_dir())
     return {"methods": methods, "workers": args.workers, "cache_dir": cache}
 

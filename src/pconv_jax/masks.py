@@ -11,14 +11,16 @@ Resizing is nearest-neighbour only, so masks stay binary. Mask files are read by
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from pconv_jax.imagefile import first_decodable, load_holes, readable_images
+from pconv_jax.imagefile import first_decodable, load_holes, load_mask_image, readable_images
 
 # The paper's hole-to-image area-ratio buckets (DESIGN.md §1).
 BUCKETS: tuple[tuple[float, float], ...] = (
@@ -413,7 +415,111 @@ def has_checksums(index: dict) -> bool:
     return all("sha256" in e for e in index["masks"])
 
 
+# --- reading a set back: its manifest checked -------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class MaskSet:
+    """An evaluation mask set: its protocol, manifest facts and the masks as entries."""
+
+    protocol: str  # 'paper' or 'lama-thin|medium|thick'
+    size: int
+    seed: int | None
+    set_sha256: str | None  # masks.set_sha256 of the manifest; None for sets without one
+    verified: bool  # every file matched its sha256 in index.json
+    settings: dict  # the generator's settings as index.json records them
+    entries: list[dict]  # {mask: (S,S) float32 1 = valid, bucket, border} (see load_mask_set)
+
+    def describe(self) -> dict:
+        """The set's facts for metrics.json and the tables (no masks)."""
+        return {"protocol": self.protocol, "size": self.size, "seed": self.seed,
+                "count": len(self.entries), "set_sha256": self.set_sha256,
+                "verified": self.verified, "settings": self.settings}
+
+
+def _read_index(folder: str) -> dict:
+    """index.json of a make-eval-set folder, checked for its masks list."""
+    index_path = os.path.join(folder, "index.json")
+    if not os.path.isfile(index_path):
+        raise FileNotFoundError(f"{folder} has no index.json; write one with "
+                                "`python -m pconv_jax.masks make-eval-set --out DIR`")
+    try:
+        with open(index_path) as f:
+            index = json.load(f)
+        [entry["file"] for entry in index["masks"]]  # noqa: B018 (the shape is the check)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{index_path} is not a make-eval-set index: it needs "
+                         f"{{\"masks\": [{{\"file\": ...}}, ...]}} ({type(err).__name__}: "
+                         f"{err})") from None
+    protocol = index.get("protocol", "paper")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{index_path} has protocol {protocol!r}; this version knows "
+                         f"{', '.join(PROTOCOLS)}")
+    return index
+
+
+def load_mask_set(folder: str) -> MaskSet:
+    """The masks of a make-eval-set folder, each file checked against its sha256 first.
+
+    Paper sets: each mask is counted in the bucket and border class its pixels give (labels
+    are not trusted); masks outside (0.01, 0.6] are left out with a warning. LaMa sets: every
+    mask is kept, grouped by its 10 % hole-area bin ('bucket' holds the bin, 'border' None).
+    A missing or changed file raises masks.ManifestError naming it; a set written before
+    manifests had hashes is read with a warning that it could not be verified.
+    """
+    index = _read_index(folder)
+    index_path = os.path.join(folder, "index.json")
+    verify_manifest(folder, index)
+    verified = has_checksums(index)
+    if not verified:
+        warnings.warn(f"{index_path} has no sha256 per file (written before manifests), so "
+                      "its masks cannot be verified; write the set again to get them",
+                      stacklevel=2)
+    protocol = index.get("protocol", "paper")
+    entries, relabelled, outside = [], 0, 0
+    for entry in index["masks"]:
+        path = os.path.join(folder, entry["file"])
+        mask = load_mask_image(path, hole_is_white=index.get("hole_is_white", True))
+        if entries and mask.shape != entries[0]["mask"].shape:
+            raise ValueError(f"{path} is {mask.shape[1]}x{mask.shape[0]} but the masks before "
+                             f"it in {index_path} are {entries[0]['mask'].shape[1]}x"
+                             f"{entries[0]['mask'].shape[0]}: an evaluation set has one mask "
+                             "size")
+        if protocol != "paper":
+            name = area_bin_name(hole_ratio(mask))
+            entries.append({"mask": mask, "bucket": name, "border": None, "lama": True})
+            continue
+        bucket = bucket_of(mask)  # from the pixels: labels are not trusted
+        if bucket is None:
+            outside += 1
+            continue
+        border = touches_border(mask)
+        relabelled += (entry.get("bucket"), entry.get("border")) != (
+            bucket_name(bucket), border)
+        entries.append({"mask": mask, "bucket": bucket_name(bucket), "border": border})
+    if outside or relabelled:
+        warnings.warn(f"{folder}: {outside} mask(s) with a hole ratio outside the paper's "
+                      f"(0.01, 0.6] left out; {relabelled} mask(s) counted in the bucket or "
+                      "border class their pixels give, not their index label", stacklevel=2)
+    if not entries:
+        raise ValueError(f"{folder} holds no mask with a hole ratio in (0.01, 0.6]"
+                         if protocol == "paper" else f"{index_path} lists no masks")
+    return MaskSet(protocol, entries[0]["mask"].shape[0], index.get("seed"),
+                   index.get("set_sha256") if verified else None, verified,
+                   index.get("settings", {}), entries)
+
+
+def generated_mask_set(size: int, per_bucket: int, seed: int, protocol: str = "paper",
+                       count: int | None = None) -> MaskSet:
+    """A make-eval-set set drawn into a temporary folder and read back (nothing is kept)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_eval_set(tmp, per_bucket, size, seed, protocol=protocol, count=count)
+        return load_mask_set(tmp)
+
+
 MAX_MASK_SIZE = 4096  # evaluation masks: the largest side the CLIs accept anywhere
+MAX_SET_MASKS = 1_000_000  # masks in one LaMa set (LaMa's largest, Places, uses 30,000)
 
 
 def range_problems(values: dict[str, tuple[int, int, int | None]]) -> list[str]:
@@ -454,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_bucket = None if lama else (100 if args.per_bucket is None else args.per_bucket)
     count = (1000 if args.count is None else args.count) if lama else None
     for problem in range_problems({"--per-bucket": (1 if lama else per_bucket, 1, None),
-                                   "--count": (count if lama else 1, 1, None),
+                                   "--count": (count if lama else 1, 1, MAX_SET_MASKS),
                                    "--size": (args.size, 32 if lama else 8, MAX_MASK_SIZE),
                                    "--seed": (args.seed, 0, None)}):
         parser.error(problem)
