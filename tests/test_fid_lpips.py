@@ -56,18 +56,23 @@ def test_frechet_distance_of_known_gaussians_is_the_closed_form():
     assert ours == pytest.approx(expected, rel=1e-9)
 
 
+def _eigen_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """FID with Tr sqrt(S1^1/2 S2 S1^1/2) by eigendecomposition (the symmetric form)."""
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    return (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+            - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+
+
 def test_fid_equals_the_eigen_decomposition_reference():
     """Full covariances: FID through sqrtm equals the symmetric form
     Tr sqrt(S1^1/2 S2 S1^1/2) computed by eigen-decomposition, within 1e-4 relative."""
     rng = np.random.default_rng(3)
     a = rng.normal(size=(60, 12)) @ rng.normal(size=(12, 12))
     b = rng.normal(size=(70, 12)) @ rng.normal(size=(12, 12)) + 0.5
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
-    inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
-                - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+    expected = _eigen_fid(a, b)
     assert fid.fid(a, b) == pytest.approx(expected, rel=1e-4)
 
 
@@ -92,12 +97,7 @@ def test_fid_of_fewer_samples_than_dimensions_equals_the_eigen_reference():
     rng = np.random.default_rng(6)
     a = rng.normal(size=(30, 64)) @ rng.normal(size=(64, 64))
     b = rng.normal(size=(25, 64)) @ rng.normal(size=(64, 64)) + 0.3
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
-    inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
-                - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+    expected = _eigen_fid(a, b)
     assert fid.fid(a, b) == pytest.approx(expected, rel=1e-6)
 
 

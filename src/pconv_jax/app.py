@@ -24,18 +24,17 @@ removed when it stops, Ctrl+C and SIGTERM included.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pconv_jax.app_server import GRADIO_FOLDERS, browse_url, check_listen, private_folder  # noqa: F401 (API)
 from pconv_jax.checkpoint import quiet_orbax_failures
 from pconv_jax.imagefile import Header, read_alpha, read_header, read_uint8
 from pconv_jax.inpaint import MAX_PHOTO_PIXELS, MAX_PIXELS, Inpainter, InpaintError
@@ -576,68 +575,9 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-# Where Gradio keeps uploads and its cache of results, and cached examples (the app has none;
-# Gradio would otherwise serve a .gradio/cached_examples in the current folder).
-GRADIO_FOLDERS = ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")
-
-
-@contextlib.contextmanager
-def private_folder() -> Iterator[str]:
-    """A new folder (0700) below GRADIO_TEMP_DIR (else the system's temporary folder) that
-    holds everything the server writes: Gradio's uploads and cache, and the results. Files
-    are made 0600 and folders 0700 (umask 077), so other local users read none of it, and the
-    folder is removed when the block ends, however it ends."""
-    import shutil
-
-    umask = os.umask(0o077)
-    saved = {key: os.environ.get(key) for key in GRADIO_FOLDERS}
-    parent = os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()
-    os.makedirs(parent, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="pconv_app_", dir=parent)
-    try:
-        os.environ["GRADIO_TEMP_DIR"] = root
-        os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(root, "examples")
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        os.umask(umask)
-
-
 # An upload cap above a 4096x4096 16-bit RGBA PNG (128 MB) and a MAX_PHOTO_PIXELS photo as
 # JPEG (tens of MB); a 100-megapixel PNG may be larger: such a photo is sent as JPEG or WebP.
 MAX_UPLOAD = "256mb"
-
-
-def check_listen(host: str, port: int) -> None:
-    """Raises OSError naming --host or --port when the server could not listen there."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as err:
-        raise OSError(f"--host {host!r} is not an address of this machine ({err}); "
-                      "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as err:
-            what = (f"--port {port} is in use" if err.errno == errno.EADDRINUSE
-                    else f"cannot listen on --host {host} --port {port} ({err.strerror})")
-            raise OSError(f"{what}; choose another --port or --host") from None
-
-
-def browse_url(host: str, port: int) -> str:
-    """The address to open in a browser: every-interface hosts as 127.0.0.1, IPv6 bracketed."""
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_orbax_failures()
     masks_root = args.masks_root or os.path.join(args.out, "masks")
     try:
-        check_outputs({"--out": args.out}, {
+        check_outputs({"--out": args.out, "--masks-root": masks_root}, {
             "--images": args.images, "--workdir's checkpoints": checkpoint_dir(args.workdir),
             "--inception": args.inception, "--lpips-vgg": args.lpips_vgg,
             "--lpips-heads": args.lpips_heads})
