@@ -1,6 +1,6 @@
 """Why a run's fill of a constant-colour image is not constant: where the errors sit.
 
-    python experiments/smooth_fills.py --workdir runs/demo [--masks 8] [--seed 0]
+    python experiments/smooth_fills.py --workdir runs/demo [--masks 8] [--seed 0] [--raw-weights]
 
 Prints `pconv_jax.smooth.smooth_fill_check` (27 colours over the RGB cube and linear
 gradients, seeded ~25 % masks), then, for the worst colour, relates each hole pixel's error to
@@ -48,12 +48,15 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--masks", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="the trained weights, not their moving average (optim.ema_decay)")
     args = parser.parse_args()
     try:
-        inpainter = Inpainter.from_workdir(args.workdir)
+        inpainter = Inpainter.from_workdir(args.workdir, average=not args.raw_weights)
     except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     check = smooth.smooth_fill_check(inpainter, masks=args.masks, seed=args.seed)
+    print(f"{args.workdir}, step {inpainter.step}, {inpainter.weights} weights")
     print(smooth.describe(check))
     size = check["size"]
     colour = np.asarray(check["constant"]["worst_colour"], np.float32)

@@ -33,8 +33,9 @@ def resolve_padding(padding, x_shape, kernel_hw, strides, dilation):
 
 
 def partial_conv_loop(x, mask, kernel, bias=None, strides=(1, 1), padding="SAME",
-                      dilation=(1, 1)):
-    """The paper's partial convolution, one output window at a time.
+                      dilation=(1, 1), max_ratio=None):
+    """The paper's partial convolution, one output window at a time (with `max_ratio`, the
+    scaling sum(1)/sum(M) capped at it: not the paper's form).
 
     x: (N,H,W,C); mask: (N,H,W,1), (N,H,W,C) or None (ones inside the image, holes in the
     padding); kernel (kh,kw,C,O). For a one-channel mask sum(1) = kh*kw and sum(M) runs over the
@@ -70,7 +71,10 @@ def partial_conv_loop(x, mask, kernel, bias=None, strides=(1, 1), padding="SAME"
                 mw = mp[b, rows, cols, :]  # (kh, kw, 1 or C)
                 sum_m = mw.sum()
                 if sum_m > 0:
-                    val = np.einsum("hwc,hwco->o", xw * mw, kernel) * sum_one / sum_m
+                    ratio = sum_one / sum_m
+                    if max_ratio is not None:
+                        ratio = min(ratio, max_ratio)
+                    val = np.einsum("hwc,hwco->o", xw * mw, kernel) * ratio
                     if bias is not None:
                         val = val + np.asarray(bias, np.float64)
                     y[b, i, j] = val

@@ -241,6 +241,23 @@ def test_onnx_honours_imagenet_normalization_and_no_first_bias(tmp_path):
         assert_like_inpainter(result, expected, image, mask, 1e-4)
 
 
+def test_onnx_honours_the_ratio_cap(tmp_path):
+    """A model with UNetConfig.ratio_cap (not the paper's form) exports its cap: the ONNX
+    graph matches the capped model, and differs from the same weights uncapped."""
+    config = dataclasses.replace(UNetConfig.tiny(depth=3, width=4, image_size=32), ratio_cap=2)
+    model = _random_statistics(PConvUNet(config, rngs=nnx.Rngs(3)))
+    session = ort.InferenceSession(export.onnx_model(model).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    uncapped = PConvUNet(dataclasses.replace(config, ratio_cap=0.0), rngs=nnx.Rngs(3))
+    nnx.update(uncapped, nnx.state(model))
+    differs = 0.0
+    for image, mask in cases(8):
+        (result,) = session.run(None, {"image": image, "mask": mask})
+        assert_like_inpainter(result, Inpainter(model)(image, mask), image, mask, 1e-4)
+        differs = max(differs, float(np.abs(result - Inpainter(uncapped)(image, mask)).max()))
+    assert differs > 1e-3
+
+
 def test_bad_requests_are_one_line_and_write_nothing(run_dir, tmp_path, capsys):
     """Missing run, missing step, unknown suffix, --out inside the run folder, an unwritable
     place: exit 1, one stderr line naming the problem, no file written anywhere."""

@@ -356,7 +356,9 @@ def test_compare_writes_both_tables_with_fid_lpips_and_patchmatch(run_dir, lpips
                           str(tmp_path / "without"), "--methods", "model,telea"]) == 0
     plain = json.loads((tmp_path / "without" / "metrics.json").read_text())
     assert "fid" not in plain and all("lpips" not in r for r in plain["model"])
-    assert set(plain) == {"model", "telea", "mask_set", "baseline_fills", "smooth_fills"}
+    assert set(plain) == {"model", "telea", "mask_set", "baseline_fills", "smooth_fills",
+                          "weights"}
+    assert plain["weights"] == "raw"  # the run kept no moving average
     assert "lpips" not in (tmp_path / "without" / "table.csv").read_text()
 
 

@@ -145,7 +145,7 @@ def test_evaluate_writes_the_table_for_model_and_baselines(run_dir, tmp_path):
 
     results = json.loads((out / "metrics.json").read_text())
     methods = {"model", "patchmatch", "telea", "navier_stokes", "mean_fill"}
-    assert set(results) == methods | {"mask_set", "baseline_fills", "smooth_fills"}
+    assert set(results) == methods | {"mask_set", "baseline_fills", "smooth_fills", "weights"}
     assert 0 <= results["smooth_fills"]["constant"]["worst"] <= 1
     assert "smooth fills (32 px" in run.stdout
     index = json.loads((masks_dir / "index.json").read_text())

@@ -195,6 +195,9 @@ def test_config_validation():
         UNetConfig(depth=3, encoder_widths=(4, 8), encoder_kernels=(7, 5, 5), image_size=64)
     with pytest.raises(ValueError, match="odd"):
         dataclasses.replace(UNetConfig.tiny(), decoder_kernel=4)
+    for cap in (0.5, -1, float("inf"), True, "4"):  # 0 (no cap) or a number >= 1
+        with pytest.raises(ValueError, match="ratio_cap must be 0"):
+            dataclasses.replace(UNetConfig.tiny(), ratio_cap=cap)
 
 
 def _loss(model, image, mask, target):

@@ -289,3 +289,34 @@ def test_upsample_concat_rejects_mismatched_sizes():
         ops.partial_conv_upsample_concat((jnp.zeros((1, 4, 4, 2)), jnp.ones((1, 4, 4, 1))),
                                          (jnp.zeros((1, 6, 8, 1)), jnp.ones((1, 6, 8, 1))),
                                          jnp.zeros((3, 3, 3, 2)))
+
+
+@pytest.mark.parametrize("mask_channels", [1, 3])
+def test_ratio_cap_matches_numpy_loop(mask_channels):
+    """max_ratio (UNetConfig.ratio_cap, not the paper's form): each window's scaling is
+    min(sum(1)/sum(M), cap), window by window, in the plain and the decoder's concat form;
+    on sparse masks the cap changes the output (some windows' ratio exceeds it)."""
+    rng = np.random.default_rng(30)
+    x = rng.normal(size=(2, 12, 10, 3)).astype(np.float32)
+    mask = (rng.random((2, 12, 10, mask_channels)) < 0.15).astype(np.float32)
+    kernel = rng.normal(size=(5, 5, 3, 4)).astype(np.float32)
+    bias = rng.normal(size=(4,)).astype(np.float32)
+    y, m = ops.partial_conv(jnp.asarray(x), jnp.asarray(mask), jnp.asarray(kernel),
+                            jnp.asarray(bias), strides=2, padding=2, max_ratio=4.0)
+    y_ref, m_ref = reference.partial_conv_loop(x, mask, kernel, bias, (2, 2), 2, max_ratio=4.0)
+    _assert_close(y, y_ref, np.abs(y_ref).max())
+    np.testing.assert_array_equal(np.asarray(m), m_ref)
+    paper, _ = reference.partial_conv_loop(x, mask, kernel, bias, (2, 2), 2)
+    assert np.abs(paper - y_ref).max() > 0.1  # the cap bites on these windows
+    # the decoder layer: upsampled low-resolution part and skip, capped the same way
+    xl, ml = x[:, ::2, ::2], (rng.random((2, 6, 5, 1)) < 0.2).astype(np.float32)
+    ms = mask[..., :1]
+    k3 = rng.normal(size=(3, 3, 6, 4)).astype(np.float32)
+    y, _ = ops.partial_conv_upsample_concat((jnp.asarray(xl), jnp.asarray(ml)),
+                                            (jnp.asarray(x), jnp.asarray(ms)),
+                                            jnp.asarray(k3), jnp.asarray(bias), max_ratio=4.0)
+    up = lambda a: np.repeat(np.repeat(a, 2, axis=1), 2, axis=2)  # noqa: E731
+    per_channel = np.concatenate([np.repeat(up(ml), 3, 3), np.repeat(ms, 3, 3)], axis=3)
+    y_ref, _ = reference.partial_conv_loop(np.concatenate([up(xl), x], 3), per_channel, k3,
+                                           bias, (1, 1), 1, max_ratio=4.0)
+    _assert_close(y, y_ref, np.abs(y_ref).max())

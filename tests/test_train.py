@@ -246,7 +246,8 @@ def test_cosine_schedule_follows_the_formula(finetune_step):
     ("loss.weights.hole", -1.0), ("loss.weights.style_out", float("inf")),
     ("data.image_size", 100_000), ("data.workers", 100_000), ("data.threads", 100_000),
     ("data.eval_pairs", 100_000), ("data.colour_jitter", -0.1), ("data.colour_jitter", 2.0),
-    ("optim.schedule", "linear"), ("optim.schedule", ""),
+    ("optim.schedule", "linear"), ("optim.schedule", ""), ("optim.ema_decay", 1.0),
+    ("optim.ema_decay", -0.1),
 ])
 def test_config_values_that_cannot_work_are_named(key, value):
     """Counts and intervals outside what a run can use: a ConfigError naming the key."""
@@ -742,3 +743,43 @@ def test_a_run_written_before_the_trainer_was_split_resumes_and_evaluates(tmp_pa
     out = Inpainter.from_workdir(str(run))(image, mask)
     np.testing.assert_array_equal(out[mask == 1], image[mask == 1])
     assert not np.array_equal(out[mask == 0], image[mask == 0])
+
+
+def _params(model):
+    """{path: array} of a model's parameters only."""
+    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+@pytest.mark.slow
+def test_moving_average_follows_its_formula_and_is_what_inference_loads(tmp_path):
+    """optim.ema_decay=0.9 over 2 steps, saved at each: the weights inference loads are
+    d2 (d1 p0 + (1 - d1) p1) + (1 - d2) p2 with d_t = min(0.9, (1+t)/(10+t)) over the raw
+    weights p_t of steps 0 (initial), 1 and 2 (read back raw); BatchNorm statistics are the
+    raw ones. Resuming without the average is refused by name."""
+    from pconv_jax.inpaint import Inpainter
+
+    config = tiny_config(steps=2)
+    config.optim.ema_decay = 0.9
+    config.checkpoint.every_steps = 1
+    p0 = _params(train.create_train_state(config).model)  # same seed: the run's start
+    workdir = str(tmp_path / "ema")
+    train.train_and_evaluate(config, workdir)
+    p1, p2 = (_params(Inpainter.from_workdir(workdir, s, average=False).model) for s in (1, 2))
+    averaged = Inpainter.from_workdir(workdir, 2)
+    raw = Inpainter.from_workdir(workdir, 2, average=False)
+    assert averaged.weights == "average (ema_decay 0.9)" and raw.weights == "raw"
+    d1, d2 = min(0.9, 2 / 11), min(0.9, 3 / 12)
+    got = _params(averaged.model)
+    changed = 0
+    for key, start in p0.items():
+        want = d2 * (d1 * start + (1 - d1) * p1[key]) + (1 - d2) * p2[key]
+        np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-7, err_msg=key)
+        changed += not np.allclose(want, p2[key])
+    assert changed > len(p0) // 2  # the average differs from the raw weights
+    stats = {k: v for k, v in model_arrays(averaged.model).items() if k not in got}
+    raw_stats = model_arrays(raw.model)
+    assert stats and all(np.array_equal(v, raw_stats[k]) for k, v in stats.items())
+    config = tiny_config(steps=3)  # the same run without the average cannot resume it
+    with pytest.raises(ckpt.ConfigMismatchError, match="optim.ema_decay there is 0.9, here 0"):
+        train.train_and_evaluate(config, workdir)

@@ -147,13 +147,14 @@ def strategy_line(chosen: str, plan: Plan) -> str:
 
 
 def model_summary(inpainter: Inpainter) -> str:
-    """One line: the run's step and the model's size."""
+    """One line: the run's step, which weights, and the model's size."""
     import jax
     from flax import nnx
 
     params = sum(x.size for x in jax.tree.leaves(nnx.state(inpainter.model, nnx.Param)))
     config = inpainter.model.config
-    return (f"checkpoint step {inpainter.step} · {params / 1e6:.2f} M parameters · depth "
+    weights = " · moving-average weights" if inpainter.ema_decay else ""
+    return (f"checkpoint step {inpainter.step}{weights} · {params / 1e6:.2f} M parameters · depth "
             f"{config.depth} · trained at {config.image_size} px")
 
 

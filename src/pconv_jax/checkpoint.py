@@ -19,7 +19,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 # Settings that checkpoints of older versions did not record, with the value those had.
-UNRECORDED_DEFAULTS = {"model.normalization": "none", "model.first_bias": True}
+UNRECORDED_DEFAULTS = {"model.normalization": "none", "model.first_bias": True,
+                       "model.ratio_cap": 0.0, "optim.ema_decay": 0.0}
 
 
 class CheckpointError(ValueError):
@@ -92,19 +93,24 @@ class Checkpointer:
         return candidate, restored["state"], restored["data"], meta
 
     def restore_model(self, abstract_model: Any, step: int | None = None,
-                      check_meta: dict | None = None) -> tuple[int, Any] | None:
-        """(step, model state) without reading the optimizer state (evaluation, init_from).
+                      check_meta: dict | None = None,
+                      extra: dict[int, Any] | None = None) -> tuple[int, Any, dict] | None:
+        """(step, model state, meta) without reading the optimizer state (evaluation,
+        init_from).
 
-        The training state is the pair (model, optimizer); only its first half is read.
+        The training state is (model, optimizer[, average]); only item 0, and the items of
+        `extra` ({index: abstract state}, e.g. {2: the average}), are read. With `extra` the
+        model state returned is {0: model state, **extra's items}.
         """
-        item = {0: abstract_model}
+        item = {0: abstract_model, **(extra or {})}
         args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
             partial_restore=True))
         found = self._restore(args, step, check_meta, delete_unreadable=False)
         if found is None:
             return None
-        return found[0], found[1]["state"][0]
+        state = found[1]["state"]
+        return found[0], (state if extra else state[0]), found[2]
 
     def _restore(self, args, step, check_meta, delete_unreadable):
         """(step, restored items, meta) of the newest readable candidate, or None."""
@@ -207,11 +213,14 @@ def _summary(err: Exception, limit: int = 160) -> str:
 
 
 def load_model(workdir: str, model: nnx.Module, step: int | None = None,
-               check_meta: dict | None = None) -> int:
+               check_meta: dict | None = None, average: bool = True) -> int:
     """Restores the model half of a run's newest (or given) checkpoint into `model`; the step.
 
-    No optimizer state is read. Raises FileNotFoundError when there is no checkpoint and
-    UnreadableCheckpointError when none can be restored.
+    With `average` (the default) and a run that kept a moving average of its weights
+    (optim.ema_decay), the parameters are the average's and the BatchNorm statistics the
+    model's (`average_decay` says whether a step has one). No optimizer state is read.
+    Raises FileNotFoundError when there is no checkpoint and UnreadableCheckpointError when
+    none can be restored.
     """
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):  # reading must not create the folder
@@ -219,12 +228,29 @@ def load_model(workdir: str, model: nnx.Module, step: int | None = None,
     checkpointer = Checkpointer(workdir, keep=1000, async_save=False)
     try:
         restored = checkpointer.restore_model(abstract(nnx.state(model)), step, check_meta)
+        if restored is None:
+            raise FileNotFoundError(f"no readable checkpoint in {checkpointer.directory}")
+        found, state, meta = restored
+        nnx.update(model, state)
+        kept = float(meta.get("optim.ema_decay", 0.0) or 0.0)
+        if average and kept > 0:
+            ema = nnx.EMA(model, kept, only=nnx.Param)  # the structure item 2 was saved with
+            state = checkpointer.restore_model(abstract(nnx.state(model)), found, extra={
+                2: abstract(nnx.state(ema))})[1]
+            nnx.update(ema, state[2])
+            nnx.update(model, ema.params)
     finally:
         checkpointer.close()
-    if restored is None:
-        raise FileNotFoundError(f"no readable checkpoint in {checkpointer.directory}")
-    nnx.update(model, restored[1])
-    return restored[0]
+    return found
+
+
+def average_decay(workdir: str, step: int) -> float:
+    """The optim.ema_decay of the run that saved `step` (0: it kept no moving average)."""
+    checkpointer = Checkpointer(workdir, keep=1000, async_save=False)
+    try:
+        return float(checkpointer.read_meta(step).get("optim.ema_decay", 0.0) or 0.0)
+    finally:
+        checkpointer.close()
 
 
 def abstract(tree: Any) -> Any:

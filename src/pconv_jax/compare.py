@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--images {args.images} holds no image")
         images[0]  # the first image decodes
         probe_writable(args.out, "--out")
-        inpainter = Inpainter.from_workdir(args.workdir, args.step)
+        inpainter = Inpainter.from_workdir(args.workdir, args.step,
+                                           average=not args.raw_weights)
         size = args.size or inpainter.model.config.image_size
         if size < 32:
             raise ValueError(f"LaMa's masks need at least 32 px; the run's images are {size} "
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, InpaintError, CheckpointError, WeightFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    run = f"{os.path.basename(os.path.abspath(args.workdir))}, step {inpainter.step}"
+    run = (f"{os.path.basename(os.path.abspath(args.workdir))}, step {inpainter.step}, "
+           f"{inpainter.weights} weights")
     lama = lama_table({k: results[k] for k in LAMA_PROTOCOLS},
                       f"LaMa's Table 1 layout: {run}, {size} px, images {args.images}")
     paper = paper_table(results["paper"],
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         f.write(paper)
     with open(os.path.join(args.out, "comparison.json"), "w") as f:
         json.dump({"workdir": os.path.abspath(args.workdir), "step": inpainter.step,
-                   "size": size, "images": args.images, "results": results}, f, indent=1)
+                   "weights": inpainter.weights, "size": size, "images": args.images,
+                   "results": results}, f, indent=1)
     print(lama + "\n" + paper)
     print(f"wrote {args.out}/table_lama.md, table_paper.md, comparison.json and one folder "
           "per mask set")

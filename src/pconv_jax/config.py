@@ -60,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         lr=2e-4, finetune_lr=5e-5, b1=0.9, b2=0.999,
         schedule="constant",  # phase 1: 'constant' optim.lr, or 'cosine' from lr down to 0
+        ema_decay=0.0,  # > 0: an exponential moving average of the weights, used to evaluate
     ))
     c.loss = ml_collections.ConfigDict(dict(
         weights=dataclasses.asdict(losses.LossWeights()),
@@ -148,6 +149,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     if schedule not in SCHEDULES:
         problems.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got "
                         f"{schedule!r}")
+    ema = config.optim.get("ema_decay", 0.0)
+    if not isinstance(ema, (int, float)) or isinstance(ema, bool) or not 0 <= ema < 1:
+        problems.append(f"optim.ema_decay must be a number in [0, 1) (0 = no average), got "
+                        f"{ema!r}")
     for key in ("b1", "b2"):
         value = config.optim[key]
         if not isinstance(value, (int, float)) or not 0 <= value < 1:

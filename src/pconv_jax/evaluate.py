@@ -361,6 +361,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """--workdir, --step and --images: the checkpoint and the images it is scored on."""
     parser.add_argument("--workdir", required=True, help="training run folder")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (newest)")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="the trained weights, not their moving average (for runs with "
+                             "optim.ema_decay; without one the weights are the same)")
     parser.add_argument("--images", required=True,
                         help="image folder, tfds:NAME/SPLIT or samples")
 
@@ -448,13 +451,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--images {args.images} holds no image")
         images[0]  # the first image decodes
         probe_writable(args.out, "--out")
-        inpainter = Inpainter.from_workdir(args.workdir, args.step)
+        inpainter = Inpainter.from_workdir(args.workdir, args.step,
+                                           average=not args.raw_weights)
         if mask_set is None:  # generated at the run's image size unless --size says otherwise
             size = args.size or inpainter.model.config.image_size
             mask_set = generated_mask_set(size, args.per_bucket, args.seed)
         results, examples = evaluate(inpainter, images, mask_set.entries, args.batch_size,
                                      **extra, **options)
         results["mask_set"] = mask_set.describe()
+        results["weights"] = inpainter.weights
         if not args.no_smooth_check:  # the easiest fills: pconv_jax.smooth
             from pconv_jax import smooth
 
@@ -471,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(smooth.describe(results["smooth_fills"]))
     print(f"wrote {args.out}/metrics.json, table.md, table.csv, examples.png "
-          f"(step {inpainter.step}, {len(mask_set.entries)} image-mask pairs"
+          f"(step {inpainter.step}, {inpainter.weights} weights, {len(mask_set.entries)} "
+          "image-mask pairs"
           f"{_fills_text(results.get('baseline_fills'))})")
     return 0
 

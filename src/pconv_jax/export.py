@@ -65,9 +65,10 @@ def usage(multiple: int) -> str:
 # --- the model of a run --------------------------------------------------------------------
 
 def load_model(workdir: str, step: int | None = None,
-               dtype: str = "float32") -> tuple[PConvUNet, int]:
-    """(eval-mode model of the run's newest or given checkpoint, its step), computing in
-    `dtype` (bfloat16 raises the mask eps to 1e-6 as training does)."""
+               dtype: str = "float32") -> tuple[PConvUNet, int, str]:
+    """(eval-mode model of the run's newest or given checkpoint, its step, which weights:
+    the moving average when the run kept one), computing in `dtype` (bfloat16 raises the
+    mask eps to 1e-6 as training does)."""
     from pconv_jax.inpaint import load_inpainter
 
     inpainter = load_inpainter(workdir, step)
@@ -77,7 +78,7 @@ def load_model(workdir: str, step: int | None = None,
         nnx.update(converted, nnx.state(model))
         model = converted
     model.eval()
-    return model, inpainter.step
+    return model, inpainter.step, inpainter.weights
 
 
 def composite_fn(model: PConvUNet) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -160,14 +161,18 @@ def _oihw(kernel_hwio: np.ndarray) -> np.ndarray:
 
 
 def _renormalise(g: _Graph, raw: str, count: str, window_size: int, k: int, stride: int,
-                 pad: int, eps: float, bias: np.ndarray | None, is_bias: bool) -> tuple[str, str]:
+                 pad: int, eps: float, bias: np.ndarray | None, is_bias: bool,
+                 max_ratio: float | None = None) -> tuple[str, str]:
     """(y, new_mask) from the raw convolution and the per-pixel valid count (N,1,H,W):
-    ratio = winsize / (window sum + eps) * update; y = raw * ratio (+ b) (* update)."""
+    ratio = min(winsize / (window sum + eps), max_ratio) * update; y = raw * ratio (+ b)
+    (* update)."""
     window_sum = g.op("Conv", count, g.const(np.ones((1, 1, k, k)), "ones"),
                       kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
     update = g.op("Clip", window_sum, g.const(0.0), g.const(1.0))
-    ratio = g.op("Mul", g.op("Div", g.const(float(window_size)),
-                             g.op("Add", window_sum, g.const(eps))), update)
+    ratio = g.op("Div", g.const(float(window_size)), g.op("Add", window_sum, g.const(eps)))
+    if max_ratio is not None:
+        ratio = g.op("Min", ratio, g.const(float(max_ratio)))
+    ratio = g.op("Mul", ratio, update)
     y = g.op("Mul", raw, ratio)
     if bias is not None:
         y = g.op("Add", y, g.const(bias.reshape(1, -1, 1, 1), "bias"))
@@ -194,7 +199,7 @@ def _encoder_layer(g: _Graph, block, x: str, mask: str) -> tuple[str, str]:
                kernel_shape=[k, k], strides=[block.stride] * 2, pads=[block.padding] * 4)
     # one mask for all channels: sum(1)/sum(M) = k*k / (window sum of the one-channel mask)
     y, mask = _renormalise(g, raw, mask, k * k, k, block.stride, block.padding,
-                           block.eps, bias, is_bias)
+                           block.eps, bias, is_bias, block.max_ratio)
     return _activate(g, y, block.activation, block.slope), mask
 
 
@@ -220,7 +225,8 @@ def _decoder_layer(g: _Graph, block, low: tuple[str, str], skip: tuple[str, str]
                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     count = g.op("Add", g.op("Mul", m_up, g.const(float(c_up))),
                  g.op("Mul", m_skip, g.const(float(cin - c_up))))  # (N,1,2h,2w)
-    y, mask = _renormalise(g, raw, count, k * k * cin, k, 1, pad, block.eps, bias, is_bias)
+    y, mask = _renormalise(g, raw, count, k * k * cin, k, 1, pad, block.eps, bias, is_bias,
+                           block.max_ratio)
     return _activate(g, y, block.activation, block.slope), mask
 
 
@@ -339,17 +345,19 @@ def export_run(workdir: str, out: str, step: int | None = None,
         except ImportError as err:
             raise ExportError(f"the ONNX export needs onnx and onnxruntime ({err.name} is "
                               "missing): pip install 'pconv-jax[export]'") from None
-    model, loaded_step = load_model(workdir, step, dtype)
+    model, loaded_step, weights = load_model(workdir, step, dtype)
     multiple = 2**model.config.depth
     if suffix == ".onnx":
-        metadata = {"pconv_jax.step": loaded_step, "pconv_jax.size_multiple": multiple,
+        metadata = {"pconv_jax.step": loaded_step, "pconv_jax.weights": weights,
+                    "pconv_jax.size_multiple": multiple,
                     **model.config.output_settings()}
         data = onnx_model(model, doc=usage(multiple), metadata=metadata).SerializeToString()
         check_onnx(data)
     else:
         data = export_stablehlo(model)
     write_atomically(out, lambda tmp: pathlib.Path(tmp).write_bytes(data))
-    return (f"wrote {out} ({len(data) / 2**20:.1f} MiB, step {loaded_step}, {dtype}): "
+    return (f"wrote {out} ({len(data) / 2**20:.1f} MiB, step {loaded_step}, {weights} weights, "
+            f"{dtype}): "
             f"batch any, height and width multiples of {multiple}")
 
 

@@ -61,10 +61,11 @@ class InpaintError(ValueError):
 class Inpainter:
     """A restored PConv UNet in eval mode: `inpainter(image, mask) -> image` (NumPy)."""
 
-    def __init__(self, model: PConvUNet, step: int | None = None):
+    def __init__(self, model: PConvUNet, step: int | None = None, ema_decay: float = 0.0):
         self.model = model
         self.model.eval()
         self.step = step
+        self.ema_decay = ema_decay  # > 0: the weights are the run's moving average
         self.multiple = 2**model.config.depth
         graphdef, state = nnx.split(model)
         state = jax.device_put(state)  # restored leaves may be host arrays: moved once, here
@@ -73,8 +74,10 @@ class Inpainter:
         self._state = state
 
     @classmethod
-    def from_workdir(cls, path: str, step: int | None = None) -> Inpainter:
-        """The model of a training run's newest checkpoint (or of `step`)."""
+    def from_workdir(cls, path: str, step: int | None = None, *,
+                     average: bool = True) -> Inpainter:
+        """The model of a training run's newest checkpoint (or of `step`), with the moving
+        average of its weights when the run kept one (optim.ema_decay) and `average` is on."""
         config_path = os.path.join(path, "config.json")
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{path} is not a training run: no config.json")
@@ -91,8 +94,14 @@ class Inpainter:
         # the checkpoint fills every leaf
         model = nnx.eval_shape(lambda: PConvUNet(model_config, rngs=nnx.Rngs(0)))
         # config.json must agree with what the checkpoint recorded, setting by setting
-        return cls(model, ckpt.load_model(path, model, step,
-                                          check_meta=model_config.output_settings()))
+        loaded = ckpt.load_model(path, model, step, check_meta=model_config.output_settings(),
+                                 average=average)
+        return cls(model, loaded, ckpt.average_decay(path, loaded) if average else 0.0)
+
+    @property
+    def weights(self) -> str:
+        """Which weights fill: 'average (ema_decay D)' or 'raw'."""
+        return f"average (ema_decay {self.ema_decay:g})" if self.ema_decay else "raw"
 
     @property
     def train_size(self) -> int:
@@ -412,12 +421,12 @@ def _output_form(image_path: str, out_path: str) -> tuple:
     return extra, note
 
 
-def load_inpainter(workdir: str, step: int | None = None) -> Inpainter:
+def load_inpainter(workdir: str, step: int | None = None, average: bool = True) -> Inpainter:
     """Inpainter.from_workdir for a command line: a fallback from an unreadable newest
     checkpoint is one stderr line naming the step used and why, not Orbax's warnings."""
     with warnings.catch_warnings(record=True) as fallbacks:
         warnings.simplefilter("always")
-        inpainter = Inpainter.from_workdir(workdir, step)
+        inpainter = Inpainter.from_workdir(workdir, step, average=average)
     if fallbacks:
         reasons = "; ".join(str(w.message).replace("; trying an older one", "")
                             for w in fallbacks)

@@ -46,6 +46,9 @@ class UNetConfig:
     # model's image and output stay in [-1, 1] either way.
     normalization: str = "none"
     first_bias: bool = True  # PConv1 has a bias (the paper); False: bias-free (naoto0804)
+    # Not the paper's method: a cap on every layer's renormalisation sum(1)/sum(M) (0: none,
+    # the paper's form). experiments/README.md, "Smooth fills", measures it.
+    ratio_cap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.depth < 1:
@@ -69,6 +72,11 @@ class UNetConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
                              f"{self.normalization!r}")
+        cap = self.ratio_cap
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not (
+                cap == 0 or 1 <= cap < float("inf")):
+            raise ValueError(f"ratio_cap must be 0 (no cap: the paper's partial convolution) "
+                             f"or a number >= 1, got {cap!r}")
         if self.normalization == "imagenet" and (self.in_channels, self.out_channels) != (3, 3):
             raise ValueError("normalization 'imagenet' needs RGB in and out (in_channels = "
                              f"out_channels = 3), got {self.in_channels} and {self.out_channels}")
@@ -79,7 +87,7 @@ class UNetConfig:
         values: checkpoints record them, and readers compare them with their config."""
         names = ("depth", "in_channels", "out_channels", "encoder_widths", "encoder_kernels",
                  "decoder_kernel", "leaky_slope", "bn_epsilon", "mask_eps", "normalization",
-                 "first_bias")
+                 "first_bias", "ratio_cap")
         return {f"model.{name}": (list(value) if isinstance(value, tuple) else value)
                 for name in names for value in (getattr(self, name),)}
 
@@ -173,6 +181,7 @@ class PConvBlock(nnx.Module):
         self.activation = activation
         self.slope = config.leaky_slope
         self.eps = config.mask_eps
+        self.max_ratio = float(config.ratio_cap) or None  # None: the paper's form
         self.dtype = jnp.dtype(config.dtype)
         self.frozen_bn = False  # fine-tuning: BatchNorm uses and keeps its running statistics
 
@@ -189,10 +198,11 @@ class PConvBlock(nnx.Module):
         x = x.astype(self.dtype)
         if skip is None:
             y, mask = partial_conv(x, mask, kernel, bias, strides=self.stride,
-                                   padding=self.padding, eps=self.eps)
+                                   padding=self.padding, eps=self.eps, max_ratio=self.max_ratio)
         else:
             skip = (skip[0].astype(self.dtype), skip[1])
-            y, mask = partial_conv_upsample_concat((x, mask), skip, kernel, bias, eps=self.eps)
+            y, mask = partial_conv_upsample_concat((x, mask), skip, kernel, bias, eps=self.eps,
+                                                   max_ratio=self.max_ratio)
         if self.bn is not None:
             y = self.bn(y, use_running_average=True if self.frozen_bn else None)
         return _activation(self.activation, self.slope)(y), mask

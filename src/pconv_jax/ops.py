@@ -8,6 +8,10 @@ For one window with features X, binary mask M (1 = valid, 0 = hole), filter W an
 computed as the official NVIDIA layer does, `ratio = winsize / (conv(M, 1) + eps)`,
 `update = clip(conv(M, 1), 0, 1)`, `y = (conv(X * M, W) * ratio * update + b) * update`.
 
+`max_ratio` (default None: the paper's form) is an option that changes the method: the ratio
+is capped, `min(ratio, max_ratio)`, so a window that barely touches valid pixels is scaled by
+at most that much (`UNetConfig.ratio_cap`; experiments/README.md, "Smooth fills").
+
 The mask path is one channel wide. A C-channel mask enters only through its per-pixel count of
 valid channels (`conv(M, ones(kh,kw,C,1)) == conv(sum_c M, ones(kh,kw,1,1))`), and so does a
 channel concatenation of features that carry different masks (`partial_conv_concat`): each
@@ -197,19 +201,24 @@ def window_ratio(
     padding: Padding = "SAME",
     dilation: IntOrPair = 1,
     eps: float = 1e-8,
+    max_ratio: float | None = None,
 ) -> tuple[Array, Array]:
     """Returns (ratio, new_mask), both (N,H',W',1) float32 without gradient.
 
     valid_count: (N,H,W,1) number of valid input channels at each pixel (a binary mask for the
     single-channel case); window_size: sum(1) of the window, kh*kw*C for C counted channels.
-    ratio = window_size / (window sum + eps) where the window touched a valid pixel, else 0.
+    ratio = window_size / (window sum + eps) where the window touched a valid pixel, else 0;
+    with max_ratio (not the paper's form) at most max_ratio.
     """
     strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
     valid_count = lax.stop_gradient(valid_count.astype(jnp.float32))
     window_sum = window_sums(valid_count, tuple(kernel_hw), strides, normalize_padding(padding),
                              dilation)
     new_mask = jnp.clip(window_sum, 0.0, 1.0)
-    ratio = window_size / (window_sum + eps) * new_mask
+    ratio = window_size / (window_sum + eps)
+    if max_ratio is not None:
+        ratio = jnp.minimum(ratio, jnp.float32(max_ratio))
+    ratio = ratio * new_mask
     return lax.stop_gradient(ratio), lax.stop_gradient(new_mask)
 
 
@@ -268,13 +277,14 @@ def _masked_conv_output(
     padding: Padding,
     dilation: IntOrPair,
     eps: float,
+    max_ratio: float | None = None,
 ) -> tuple[Array, Array]:
     """Shared tail of the partial convolutions: conv, renormalise, bias outside holes."""
     strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
     padding = normalize_padding(padding)
     ratio, new_mask = window_ratio(
         valid_count, window_size, kernel.shape[:2],
-        strides=strides, padding=padding, dilation=dilation, eps=eps,
+        strides=strides, padding=padding, dilation=dilation, eps=eps, max_ratio=max_ratio,
     )
     out_dtype = jnp.result_type(x_masked.dtype, kernel.dtype)
     raw = _conv(x_masked, kernel.astype(x_masked.dtype), strides, padding, dilation)
@@ -291,11 +301,13 @@ def partial_conv(
     padding: Padding = "SAME",
     dilation: IntOrPair = 1,
     eps: float = 1e-8,
+    max_ratio: float | None = None,
 ) -> tuple[Array, Array]:
     """Partial convolution of x: (N,H,W,Cin) with kernel (kh,kw,Cin,Cout) -> (y, new_mask).
 
     mask: (N,H,W,1), (N,H,W,Cin) or None (the image is valid and the zero padding is a hole:
     partial-convolution padding). Returns y: (N,H',W',Cout) and new_mask: (N,H',W',1) in {0,1}.
+    max_ratio: cap on the renormalisation (None: the paper's form).
     """
     if x.ndim != 4:
         raise ValueError(f"x must be (N,H,W,C) (NHWC), got shape {tuple(x.shape)}")
@@ -316,7 +328,8 @@ def partial_conv(
             valid_count = jnp.sum(mask.astype(jnp.float32), axis=3, keepdims=True)
             window_size = kh * kw * cin
     return _masked_conv_output(
-        x_masked, valid_count, window_size, kernel, bias, strides, padding, dilation, eps
+        x_masked, valid_count, window_size, kernel, bias, strides, padding, dilation, eps,
+        max_ratio,
     )
 
 
@@ -329,6 +342,7 @@ def partial_conv_concat(
     padding: Padding = "SAME",
     dilation: IntOrPair = 1,
     eps: float = 1e-8,
+    max_ratio: float | None = None,
 ) -> tuple[Array, Array]:
     """Partial convolution of the channel concatenation of `parts`, each (x_i, mask_i).
 
@@ -363,7 +377,7 @@ def partial_conv_concat(
     kh, kw = kernel.shape[:2]
     return _masked_conv_output(
         x_masked, valid_count, kh * kw * sum(channels), kernel, bias, strides, padding,
-        dilation, eps,
+        dilation, eps, max_ratio,
     )
 
 
@@ -434,6 +448,7 @@ def partial_conv_upsample_concat(
     *,
     eps: float = 1e-8,
     low_res_min_pixels: int = 256,
+    max_ratio: float | None = None,
 ) -> tuple[Array, Array]:
     """The UNet decoder's partial conv: concat(upsample(low), skip), stride 1, (k-1)//2 padding.
 
@@ -461,7 +476,7 @@ def partial_conv_upsample_concat(
     valid_count = (c_up * upsample_nearest(m_low.astype(jnp.float32))
                    + c_skip * m_skip.astype(jnp.float32))  # (N,2h,2w,1)
     ratio, new_mask = window_ratio(valid_count, k * k * (c_up + c_skip), (k, k), padding=pad,
-                                   eps=eps)
+                                   eps=eps, max_ratio=max_ratio)
     dtype = x_skip.dtype
     kernel_c = kernel.astype(dtype)
     padding = ((pad, pad), (pad, pad))

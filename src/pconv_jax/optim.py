@@ -3,6 +3,10 @@
 Phase 1 trains everything at `optim.lr` (constant, or on a cosine to 0); from
 `train.finetune_step` on, phase 2 uses `optim.finetune_lr` and leaves the encoder's BatchNorm
 unchanged (the model also switches those layers to their running statistics).
+
+`optim.ema_decay` > 0 keeps an exponential moving average of the parameters beside them
+(`nnx.EMA`), with the usual warm-up: at update t the decay is min(ema_decay, (1+t)/(10+t)), so
+early averages are not held back by the initial weights. Evaluation and inference use it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
 from pconv_jax.model import is_encoder_batchnorm
 
@@ -72,3 +77,31 @@ def in_phase_two(config: ml_collections.ConfigDict, step: int) -> bool:
     """Whether `step` lies in the fine-tuning phase."""
     start = config.train.finetune_step
     return start is not None and start >= 0 and step >= start
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+    """optim.ema_decay: 0 when the run keeps no average of its weights."""
+    return float(config.optim.get("ema_decay", 0.0) or 0.0)
+
+
+def create_average(model: nnx.Module, decay: float) -> nnx.EMA | None:
+    """The moving average of `model`'s parameters (BatchNorm statistics are averages already),
+    starting at their current values; None when decay is 0."""
+    return nnx.EMA(model, decay, only=nnx.Param) if decay > 0 else None
+
+
+def warmup_decay(decay: float, step: jax.Array) -> jax.Array:
+    """The decay at update `step` (1-based): min(decay, (1+step)/(10+step))."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_average(average: nnx.EMA, model: nnx.Module, step: jax.Array) -> None:
+    """average <- d * average + (1 - d) * parameters, d = warmup_decay(average.decay, step)."""
+    decay = warmup_decay(average.decay, step)
+
+    def blend(mean: nnx.Variable, value: nnx.Variable) -> None:
+        mean[...] = (decay * mean[...] + (1.0 - decay) * value[...]).astype(mean.dtype)
+
+    jax.tree.map(blend, average.params, nnx.state(model, nnx.Param),
+                 is_leaf=lambda x: isinstance(x, nnx.Variable))

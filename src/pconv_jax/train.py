@@ -39,7 +39,14 @@ from pconv_jax import losses, vgg
 from pconv_jax.config import default_config, model_settings  # noqa: F401 - older config files
 from pconv_jax.masks import MaskSource
 from pconv_jax.model import PConvUNet, UNetConfig
-from pconv_jax.optim import in_phase_two, learning_rate, optimizer_transform
+from pconv_jax.optim import (
+    create_average,
+    ema_decay,
+    in_phase_two,
+    learning_rate,
+    optimizer_transform,
+    update_average,
+)
 from pconv_jax.paths import OverlapError, check_outputs, probe_writable
 from pconv_jax.run_utils import (
     DevicePrefetch,
@@ -66,8 +73,9 @@ class TrainingError(RuntimeError):
 
 @dataclasses.dataclass
 class TrainState:
-    """What a run trains and how: the model, its optimizer, the loss weights and the VGG-16
-    feature network (graphdef and state; None when no loss term needs it)."""
+    """What a run trains and how: the model, its optimizer, the loss weights, the moving
+    average of the weights (None without optim.ema_decay) and the VGG-16 feature network
+    (graphdef and state; None when no loss term needs it)."""
 
     model: PConvUNet
     optimizer: nnx.Optimizer
@@ -75,15 +83,22 @@ class TrainState:
     vgg_graphdef: Any = None
     vgg_state: Any = None
     log_zero_terms: bool = False
+    average: nnx.EMA | None = None
 
     @property
     def record_keys(self) -> tuple[str, ...]:
         """The metrics the step records: the loss and each term it computes."""
         return ("loss", *losses.logged_terms(self.weights, self.log_zero_terms))
 
+    def objects(self) -> tuple:
+        """(model, optimizer) or (model, optimizer, average): what the step updates."""
+        extra = () if self.average is None else (self.average,)
+        return (self.model, self.optimizer, *extra)
+
     def arrays(self) -> Any:
-        """The state the step takes and returns: model and optimizer variables."""
-        return nnx.state((self.model, self.optimizer))
+        """The state the step takes and returns (and a checkpoint holds): the variables of
+        model, optimizer and, when kept, the average, as items 0, 1 and 2."""
+        return nnx.state(self.objects())
 
 
 def load_vgg(config: ml_collections.ConfigDict) -> vgg.VGG16Features:
@@ -111,7 +126,8 @@ def create_train_state(config: ml_collections.ConfigDict) -> TrainState:
     model = PConvUNet(model_cfg, rngs=nnx.Rngs(config.seed))
     model.train()
     optimizer = nnx.Optimizer(model, optimizer_transform(config), wrt=nnx.Param)
-    state = TrainState(model, optimizer, weights, log_zero_terms=log_zero_terms)
+    state = TrainState(model, optimizer, weights, log_zero_terms=log_zero_terms,
+                       average=create_average(model, ema_decay(config)))
     if losses.needs_vgg(weights, log_zero_terms):
         state.vgg_graphdef, state.vgg_state = nnx.split(load_vgg(config))
     return state
@@ -155,7 +171,7 @@ def make_train_step(graphdef, vgg_graphdef, weights: losses.LossWeights,
     mask uint8, vgg_state None when no VGG term is wanted."""
 
     def train_step(state, vgg_state, record, image, mask):
-        model, optimizer = nnx.merge(graphdef, state)
+        model, optimizer, *average = nnx.merge(graphdef, state)
         features = None if vgg_graphdef is None else nnx.merge(vgg_graphdef, vgg_state)
         target, mask = to_float(image, mask)  # (N,H,W,3) in [-1,1], (N,H,W,1)
 
@@ -168,8 +184,10 @@ def make_train_step(graphdef, vgg_graphdef, weights: losses.LossWeights,
         (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         step = optimizer.step[...] + 1  # this step's number
         optimizer.update(model, grads)
+        if average:
+            update_average(average[0], model, step)
         record = accumulate(record, {"loss": loss, **terms}, step)
-        return nnx.state((model, optimizer)), record
+        return nnx.state((model, optimizer, *average)), record
 
     return train_step
 
@@ -193,17 +211,19 @@ def _cached_step(graphdef, vgg_graphdef, weights, log_zero_terms, mesh):
 def train_step_fn(state: TrainState, mesh: jax.sharding.Mesh):
     """The jitted step for `state`'s model as it is now (its BatchNorm frozen or not) over
     `mesh`: called as step(state.arrays(), state.vgg_state, record, image, mask)."""
-    graphdef, _ = nnx.split((state.model, state.optimizer))
+    graphdef, _ = nnx.split(state.objects())
     return _cached_step(graphdef, state.vgg_graphdef, state.weights, state.log_zero_terms, mesh)
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_predict(graphdef):
-    """Eval-mode forward for sample grids, one jitted per model graph: (state, image uint8,
-    mask uint8) -> output in [0,1]."""
+    """Eval-mode forward for sample grids and held-out scores, one jitted per model graph:
+    (state, image uint8, mask uint8) -> output in [0,1], with the averaged weights if kept."""
 
     def predict(state, image, mask):
-        model, _ = nnx.merge(graphdef, state)
+        model, _, *average = nnx.merge(graphdef, state)
+        if average:
+            model = average[0].apply_to(model)
         model.eval()
         output, _ = model(*to_float(image, mask))
         return (output + 1) / 2
@@ -213,7 +233,7 @@ def _cached_predict(graphdef):
 
 def predict_fn(state: TrainState):
     """The jitted eval-mode forward of `state`'s model: predict(state.arrays(), image, mask)."""
-    graphdef, _ = nnx.split((state.model, state.optimizer))
+    graphdef, _ = nnx.split(state.objects())
     return _cached_predict(graphdef)
 
 
@@ -293,8 +313,9 @@ def restore(run: Run, state: TrainState, checkpointer: ckpt.Checkpointer) -> tup
     (the step to start at, the data iterator's state or None). Places the state on the mesh."""
     meta = model_meta(state.model.config)
     arrays = jax.device_put(state.arrays(), run.replicated)
-    restored = checkpointer.restore(ckpt.abstract(arrays), check_meta=meta,
-                                    delete_unreadable=True)
+    # an average kept or not changes what the checkpoint holds: resuming needs the same one
+    restored = checkpointer.restore(ckpt.abstract(arrays), check_meta={
+        **meta, "optim.ema_decay": ema_decay(run.config)}, delete_unreadable=True)
     start_step, data_state = 0, None
     if restored is not None:
         start_step, arrays, data_state, _ = restored
@@ -302,7 +323,7 @@ def restore(run: Run, state: TrainState, checkpointer: ckpt.Checkpointer) -> tup
     elif run.config.train.get("init_from"):
         init_from(run.config.train.init_from, state.model, meta)
         arrays = jax.device_put(state.arrays(), run.replicated)
-    nnx.update((state.model, state.optimizer), arrays)
+    nnx.update(state.objects(), arrays)
     return start_step, data_state
 
 
@@ -392,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             loop.close()
     finally:
         stop.restore()
-    nnx.update((state.model, state.optimizer), loop.arrays)
+    nnx.update(state.objects(), loop.arrays)
     return {"step": loop.step, "metrics": loop.metrics, "model": state.model,
             "checkpoints": checkpointer.directory}
 
@@ -501,7 +522,8 @@ class Loop:
         self._check_finite(fetch({k: self.record[k] for k in ("bad_step", "bad")}))
         model_cfg = self.state.model.config
         meta = {**model_cfg.output_settings(), **model_meta(model_cfg), "step": self.step,
-                "seed": self.config.seed, "batch_size": self.run.global_batch}
+                "seed": self.config.seed, "batch_size": self.run.global_batch,
+                "optim.ema_decay": ema_decay(self.config)}
         self.checkpointer.save(self.step, self.arrays, self.data.prefetch.state(), meta)
         self.last_saved = self.step
 
