@@ -9,7 +9,10 @@ window of its position at that layer holds some valid inputs; the first layer at
 holds any is where the pixel gets its first value, scaled by the partial convolution's
 renormalisation k_l^2 / (valid count): a window that barely touches valid pixels multiplies
 them by up to k_l^2. The table bins hole pixels by that first window's valid fraction and
-gives their mean and 99th-percentile error, and where the 1 % worst pixels fall.
+gives their mean and 99th-percentile error, and where the 1 % worst pixels fall. Last, layer
+by layer through the encoder, how far the features of the holed image lie from those of the
+same colour without holes, by the valid fraction of each output position's window: where the
+renormalisation's error enters and whether later layers undo it.
 """
 
 import argparse
@@ -40,6 +43,34 @@ def first_window_fraction(mask: np.ndarray, kernels: tuple[int, ...]) -> np.ndar
         out[fresh] = up[fresh]
         current = jnp.asarray(sums > 0, jnp.float32)[None, ..., None]
     return np.nan_to_num(out, nan=0.0)
+
+
+def layer_deviations(model, colour: np.ndarray, masks: np.ndarray) -> list[dict]:
+    """Per encoder layer: the features' distance from the hole-free image's, relative to their
+    size (mean |f - f_full| / mean |f_full| over channels), binned by the valid fraction of the
+    output position's window; positions the layer marks valid, windows touching a hole."""
+    n, size = masks.shape[:2]
+    x = jnp.broadcast_to(jnp.asarray(colour * 2 - 1, jnp.float32), (n, size, size, 3))
+    full, full_mask = x, jnp.ones((n, size, size, 1), jnp.float32)
+    mask = jnp.asarray(masks, jnp.float32)[..., None]
+    rows = []
+    for layer, block in enumerate(model.encoder):
+        k, pad = block.kernel.shape[0], block.padding
+        fraction = np.asarray(window_sums(mask, (k, k), (2, 2), ((pad, pad), (pad, pad)),
+                                          (1, 1)))[..., 0] / (k * k)
+        x, mask = block(x, mask)
+        full, full_mask = block(full, full_mask)
+        size_full = float(jnp.mean(jnp.abs(full))) + 1e-8
+        deviation = np.asarray(jnp.mean(jnp.abs(x - full), axis=-1)) / size_full
+        valid = np.asarray(mask[..., 0]) > 0
+        row = {"layer": layer + 1, "kernel": k}
+        for lo, hi in zip(BINS[:-1], BINS[1:], strict=True):
+            sel = valid & (fraction > lo) & (fraction <= min(hi, 1.0)) & (fraction < 1)
+            row[f"({lo:g}, {min(hi, 1):g})"] = float(deviation[sel].mean()) if sel.any() else None
+        inside = valid & (fraction >= 1)
+        row["full windows"] = float(deviation[inside].mean()) if inside.any() else None
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -83,6 +114,14 @@ def main() -> None:
                   f"{np.quantile(errors[sel], 0.99):.3f} | {share:.0f} % |")
     print(f"\ncorrelation of the error with (1 - that fraction): "
           f"{np.corrcoef(errors, 1 - fractions)[0, 1]:+.2f}")
+    rows = layer_deviations(inpainter.model, colour, masks)
+    keys = [k for k in rows[0] if k not in ("layer", "kernel")]
+    print("\nencoder features against the hole-free image's (mean |difference| / mean |feature|)"
+          ", by the window's valid fraction\n\n| layer (kernel) | " + " | ".join(keys) +
+          " |\n|" + "---|" * (len(keys) + 1))
+    for row in rows:
+        cells = ["–" if row[k] is None else f"{row[k]:.3f}" for k in keys]
+        print(f"| {row['layer']} ({row['kernel']}×{row['kernel']}) | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

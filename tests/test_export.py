@@ -112,6 +112,7 @@ def test_onnx_cli_file_matches_inpainter(run_dir, inpainter, tmp_path):
     assert "multiples of 8" in proto.doc_string and "hole" in proto.doc_string
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["pconv_jax.step"] == str(inpainter.step)
+    assert props["pconv_jax.weights"] == inpainter.weights == "average (ema_decay 0.9)"
     assert props["pconv_jax.size_multiple"] == "8"
 
 

@@ -358,7 +358,7 @@ def test_compare_writes_both_tables_with_fid_lpips_and_patchmatch(run_dir, lpips
     assert "fid" not in plain and all("lpips" not in r for r in plain["model"])
     assert set(plain) == {"model", "telea", "mask_set", "baseline_fills", "smooth_fills",
                           "weights"}
-    assert plain["weights"] == "raw"  # the run kept no moving average
+    assert plain["weights"] == "average (ema_decay 0.9)"  # run_dir keeps a moving average
     assert "lpips" not in (tmp_path / "without" / "table.csv").read_text()
 
 

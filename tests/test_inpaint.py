@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pconv_jax import train
+from pconv_jax.inpaint import Inpainter
 from tests.train_util import tiny_config
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -583,3 +584,43 @@ def test_inpainter_weights_equal_a_restore_into_an_initialised_model(run_dir, in
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         assert isinstance(a, jax.Array)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _params(model):
+    """{path: array} of a model's parameters only."""
+    import jax
+    from flax import nnx
+
+    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+def test_moving_average_follows_its_formula_and_is_what_inference_loads(run_dir, tmp_path):
+    """run_dir keeps optim.ema_decay=0.9 and saves steps 1 and 2: the weights inference loads
+    are d2 (d1 p0 + (1 - d1) p1) + (1 - d2) p2 with d_t = min(0.9, (1+t)/(10+t)) over the raw
+    weights p_t of steps 0 (initial), 1 and 2 (read back raw); BatchNorm statistics are the
+    raw ones. Resuming the run without the average is refused by name."""
+    import shutil
+
+    from pconv_jax import checkpoint as ckpt
+    from tests.train_util import model_arrays, tiny_run_config
+
+    p0 = _params(train.create_train_state(tiny_run_config()).model)  # same seed: the start
+    p1, p2 = (_params(Inpainter.from_workdir(run_dir, s, average=False).model) for s in (1, 2))
+    averaged = Inpainter.from_workdir(run_dir, 2)
+    raw = Inpainter.from_workdir(run_dir, 2, average=False)
+    assert averaged.weights == "average (ema_decay 0.9)" and raw.weights == "raw"
+    d1, d2 = min(0.9, 2 / 11), min(0.9, 3 / 12)
+    got = _params(averaged.model)
+    changed = 0
+    for key, start in p0.items():
+        want = d2 * (d1 * start + (1 - d1) * p1[key]) + (1 - d2) * p2[key]
+        np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-7, err_msg=key)
+        changed += not np.allclose(want, p2[key])
+    assert changed > len(p0) // 2  # the average differs from the raw weights
+    stats = {k: v for k, v in model_arrays(averaged.model).items() if k not in got}
+    raw_stats = model_arrays(raw.model)
+    assert stats and all(np.array_equal(v, raw_stats[k]) for k, v in stats.items())
+    copy = shutil.copytree(run_dir, tmp_path / "run")  # resumed without the average: refused
+    with pytest.raises(ckpt.ConfigMismatchError, match="optim.ema_decay there is 0.9, here 0"):
+        train.train_and_evaluate(tiny_config(steps=3), str(copy))

@@ -57,14 +57,23 @@ def test_two_steps_on_two_devices_equal_one_device(tmp_path):
 
 @pytest.mark.slow
 def test_restart_resumes_exactly(tmp_path):
-    """4 straight steps and 2 + restart + 2 give bitwise identical parameters and statistics."""
-    straight = train.train_and_evaluate(tiny_config(steps=4), str(tmp_path / "a"))
-    train.train_and_evaluate(tiny_config(steps=2), str(tmp_path / "b"))
-    resumed = train.train_and_evaluate(tiny_config(steps=4), str(tmp_path / "b"))
+    """4 straight steps and 2 + restart + 2 give bitwise identical parameters, statistics and
+    moving average of the weights (optim.ema_decay)."""
+    def run(steps, workdir):
+        config = tiny_config(steps=steps)
+        config.optim.ema_decay = 0.9
+        return train.train_and_evaluate(config, str(tmp_path / workdir))
+
+    straight = run(4, "a")
+    run(2, "b")
+    resumed = run(4, "b")
     a, b = model_arrays(straight["model"]), model_arrays(resumed["model"])
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for x, y in zip(jax.tree.leaves(nnx.state(straight["average"])),
+                    jax.tree.leaves(nnx.state(resumed["average"])), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert [r["step"] for r in _read_metrics(tmp_path / "b")] == [1, 2, 3, 4]
     assert [r["loss"] for r in _read_metrics(tmp_path / "b")] == \
         [r["loss"] for r in _read_metrics(tmp_path / "a")]
@@ -485,11 +494,15 @@ def test_init_from_starts_phase_two_from_a_phase_one_run(tmp_path):
     """train.init_from copies the model of another run's newest checkpoint, not its step."""
     first = train.train_and_evaluate(tiny_config(steps=2), str(tmp_path / "phase1"))
     config = tiny_config(steps=0, finetune_step=0, init_from=str(tmp_path / "phase1"))
+    config.optim.ema_decay = 0.99  # its moving average starts at those weights too
     second = train.train_and_evaluate(config, str(tmp_path / "phase2"))
     assert second["step"] == 0
     a, b = model_arrays(first["model"]), model_arrays(second["model"])
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for x, y in zip(jax.tree.leaves(nnx.state(first["model"], nnx.Param)),
+                    jax.tree.leaves(second["average"].params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.slow
@@ -744,42 +757,3 @@ def test_a_run_written_before_the_trainer_was_split_resumes_and_evaluates(tmp_pa
     np.testing.assert_array_equal(out[mask == 1], image[mask == 1])
     assert not np.array_equal(out[mask == 0], image[mask == 0])
 
-
-def _params(model):
-    """{path: array} of a model's parameters only."""
-    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
-
-
-@pytest.mark.slow
-def test_moving_average_follows_its_formula_and_is_what_inference_loads(tmp_path):
-    """optim.ema_decay=0.9 over 2 steps, saved at each: the weights inference loads are
-    d2 (d1 p0 + (1 - d1) p1) + (1 - d2) p2 with d_t = min(0.9, (1+t)/(10+t)) over the raw
-    weights p_t of steps 0 (initial), 1 and 2 (read back raw); BatchNorm statistics are the
-    raw ones. Resuming without the average is refused by name."""
-    from pconv_jax.inpaint import Inpainter
-
-    config = tiny_config(steps=2)
-    config.optim.ema_decay = 0.9
-    config.checkpoint.every_steps = 1
-    p0 = _params(train.create_train_state(config).model)  # same seed: the run's start
-    workdir = str(tmp_path / "ema")
-    train.train_and_evaluate(config, workdir)
-    p1, p2 = (_params(Inpainter.from_workdir(workdir, s, average=False).model) for s in (1, 2))
-    averaged = Inpainter.from_workdir(workdir, 2)
-    raw = Inpainter.from_workdir(workdir, 2, average=False)
-    assert averaged.weights == "average (ema_decay 0.9)" and raw.weights == "raw"
-    d1, d2 = min(0.9, 2 / 11), min(0.9, 3 / 12)
-    got = _params(averaged.model)
-    changed = 0
-    for key, start in p0.items():
-        want = d2 * (d1 * start + (1 - d1) * p1[key]) + (1 - d2) * p2[key]
-        np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-7, err_msg=key)
-        changed += not np.allclose(want, p2[key])
-    assert changed > len(p0) // 2  # the average differs from the raw weights
-    stats = {k: v for k, v in model_arrays(averaged.model).items() if k not in got}
-    raw_stats = model_arrays(raw.model)
-    assert stats and all(np.array_equal(v, raw_stats[k]) for k, v in stats.items())
-    config = tiny_config(steps=3)  # the same run without the average cannot resume it
-    with pytest.raises(ckpt.ConfigMismatchError, match="optim.ema_decay there is 0.9, here 0"):
-        train.train_and_evaluate(config, workdir)

@@ -43,13 +43,22 @@ def model_arrays(model):
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
 
 
+def tiny_run_config():
+    """The config of `tiny_run`: 2 steps saved at each, keeping a moving average of the weights
+    (optim.ema_decay 0.9), so every test that reads the run reads the average."""
+    config = tiny_config(steps=2)
+    config.optim.ema_decay = 0.9
+    config.checkpoint.every_steps = 1
+    return config
+
+
 def tiny_run(folder) -> str:
-    """Trains the tiny configuration for 2 steps in `folder` (warnings hidden); its path."""
+    """Trains `tiny_run_config()` in `folder` (warnings hidden); its path."""
     import warnings
 
     from pconv_jax import train
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train.train_and_evaluate(tiny_config(steps=2), str(folder))
+        train.train_and_evaluate(tiny_run_config(), str(folder))
     return str(folder)

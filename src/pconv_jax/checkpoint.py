@@ -98,11 +98,11 @@ class Checkpointer:
         """(step, model state, meta) without reading the optimizer state (evaluation,
         init_from).
 
-        The training state is (model, optimizer[, average]); only item 0, and the items of
-        `extra` ({index: abstract state}, e.g. {2: the average}), are read. With `extra` the
-        model state returned is {0: model state, **extra's items}.
+        The training state is (model, optimizer[, average]); only item 0 (unless
+        `abstract_model` is None) and the items of `extra` ({index: abstract state}, e.g.
+        {2: the average}) are read. With `extra` the state returned is {index: state}.
         """
-        item = {0: abstract_model, **(extra or {})}
+        item = {**({} if abstract_model is None else {0: abstract_model}), **(extra or {})}
         args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
             partial_restore=True))
@@ -235,7 +235,7 @@ def load_model(workdir: str, model: nnx.Module, step: int | None = None,
         kept = float(meta.get("optim.ema_decay", 0.0) or 0.0)
         if average and kept > 0:
             ema = nnx.EMA(model, kept, only=nnx.Param)  # the structure item 2 was saved with
-            state = checkpointer.restore_model(abstract(nnx.state(model)), found, extra={
+            state = checkpointer.restore_model(None, found, extra={
                 2: abstract(nnx.state(ema))})[1]
             nnx.update(ema, state[2])
             nnx.update(model, ema.params)

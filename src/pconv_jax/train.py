@@ -322,6 +322,8 @@ def restore(run: Run, state: TrainState, checkpointer: ckpt.Checkpointer) -> tup
         print(f"resuming from step {start_step} in {checkpointer.directory}", flush=True)
     elif run.config.train.get("init_from"):
         init_from(run.config.train.init_from, state.model, meta)
+        if state.average is not None:  # the average starts at the weights it starts from
+            state.average = create_average(state.model, ema_decay(run.config))
         arrays = jax.device_put(state.arrays(), run.replicated)
     nnx.update(state.objects(), arrays)
     return start_step, data_state
@@ -415,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stop.restore()
     nnx.update(state.objects(), loop.arrays)
     return {"step": loop.step, "metrics": loop.metrics, "model": state.model,
-            "checkpoints": checkpointer.directory}
+            "average": state.average, "checkpoints": checkpointer.directory}
 
 
 class Loop:
