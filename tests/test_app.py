@@ -520,7 +520,8 @@ def test_paint_inpaint_download_in_chromium(cli_server, tmp_path):
                                     accept_downloads=True)
             url, cache = cli_server.url, Path(cli_server.root)
             page.goto(url, wait_until="networkidle")
-            assert "checkpoint step 2" in page.locator("#model-info").inner_text()
+            info = page.locator("#model-info").inner_text()  # run_dir keeps a moving average
+            assert "checkpoint step 2" in info and "moving-average weights" in info
             (tmp_path / "notes.png").write_text("these are notes, not pixels")
             page.locator("#editor input[type=file]").set_input_files(str(tmp_path / "notes.png"))
             time.sleep(1.0)

@@ -153,7 +153,7 @@ def model_summary(inpainter: Inpainter) -> str:
 
     params = sum(x.size for x in jax.tree.leaves(nnx.state(inpainter.model, nnx.Param)))
     config = inpainter.model.config
-    weights = " · moving-average weights" if inpainter.ema_decay else ""
+    weights = " · moving-average weights" if getattr(inpainter, "ema_decay", 0) else ""
     return (f"checkpoint step {inpainter.step}{weights} · {params / 1e6:.2f} M parameters · depth "
             f"{config.depth} · trained at {config.image_size} px")
 
