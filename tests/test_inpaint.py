@@ -437,18 +437,15 @@ def test_config_json_disagreeing_with_the_checkpoint_is_one_line(run_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_fallback_to_an_older_checkpoint_is_one_line_naming_the_step(tmp_path):
+def test_fallback_to_an_older_checkpoint_is_one_line_naming_the_step(run_dir, tmp_path):
     """With the newest checkpoint's arrays damaged, inpaint uses the one before and says so
     in one line naming both steps (it never said which step it used, and its own warning ran
     to ~130 lines of TensorStore detail, followed by up to ~2,000 lines of Orbax's asyncio
     tracebacks from the failed read, and in one run of ten a TensorStore thread's 'Event loop
     is closed' traceback printed while the read was failing). Our line is all there is."""
-    config = tiny_config(steps=2)
-    config.checkpoint.every_steps = 1
-    workdir = tmp_path / "run"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        train.train_and_evaluate(config, str(workdir))
+    import shutil
+
+    workdir = shutil.copytree(run_dir, tmp_path / "run")  # checkpoints of steps 1 and 2
     for chunk in (workdir / "checkpoints" / "2" / "state").rglob("d/*"):
         chunk.write_bytes(chunk.read_bytes()[:20])  # cut every array chunk short
     _save(tmp_path / "img.png", np.zeros((32, 32, 3), np.uint8))
@@ -624,3 +621,23 @@ def test_moving_average_follows_its_formula_and_is_what_inference_loads(run_dir,
     copy = shutil.copytree(run_dir, tmp_path / "run")  # resumed without the average: refused
     with pytest.raises(ckpt.ConfigMismatchError, match="optim.ema_decay there is 0.9, here 0"):
         train.train_and_evaluate(tiny_config(steps=3), str(copy))
+
+
+def test_resume_is_bitwise_with_the_moving_average(run_dir, tmp_path):
+    """run_dir's step 2 deleted and the run resumed from step 1: the step-2 parameters,
+    statistics and moving average equal the uninterrupted run's, bitwise."""
+    import shutil
+
+    from tests.train_util import model_arrays, tiny_run_config
+
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    shutil.rmtree(copy / "checkpoints" / "2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train_and_evaluate(tiny_run_config(), str(copy))
+    for average in (False, True):
+        want = model_arrays(Inpainter.from_workdir(run_dir, 2, average=average).model)
+        got = model_arrays(Inpainter.from_workdir(str(copy), 2, average=average).model)
+        assert want.keys() == got.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)

@@ -300,9 +300,10 @@ def model_meta(model_cfg: UNetConfig) -> dict:
 
 
 def init_from(other_workdir: str, model: PConvUNet, meta: dict) -> None:
-    """Loads the model variables of another (phase-1) run's newest checkpoint into `model`."""
+    """Loads the model variables of another (phase-1) run's newest checkpoint into `model`:
+    its trained weights, not their moving average if it kept one."""
     try:
-        step = ckpt.load_model(other_workdir, model, check_meta=meta)
+        step = ckpt.load_model(other_workdir, model, check_meta=meta, average=False)
     except FileNotFoundError as err:
         raise TrainingError(f"train.init_from: {err}") from None
     print(f"initialised the model from {other_workdir} (step {step})", flush=True)
