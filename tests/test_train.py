@@ -460,13 +460,14 @@ def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
 @pytest.mark.slow
 def test_setting_finetune_step_on_a_phase_one_run_resumes_it(tmp_path):
     """A phase-1 workdir (finetune_step=-1) resumed with finetune_step set: it continues from
-    its checkpoint into phase 2 (one optimizer structure for every setting)."""
+    its checkpoint into phase 2 (one optimizer structure for every setting). finetune_step=2,
+    as in the phase-2 test above: the two share its compiled phase-2 step."""
     workdir = str(tmp_path / "switch")
     train.train_and_evaluate(tiny_config(steps=2), workdir)
-    result = train.train_and_evaluate(tiny_config(steps=4, finetune_step=3), workdir)
+    result = train.train_and_evaluate(tiny_config(steps=4, finetune_step=2), workdir)
     records = _read_metrics(workdir)
     assert result["step"] == 4 and [r["step"] for r in records] == [1, 2, 3, 4]
-    assert [r["phase"] for r in records] == [1, 1, 1, 2]
+    assert [r["phase"] for r in records] == [1, 1, 2, 2]
 
 
 @pytest.mark.slow
