@@ -35,18 +35,10 @@ from jax.sharding import PartitionSpec as P
 from pconv_jax import checkpoint as ckpt
 from pconv_jax import config as config_lib
 from pconv_jax import data as data_lib
-from pconv_jax import losses, vgg
+from pconv_jax import losses, optim, vgg
 from pconv_jax.config import default_config, model_settings  # noqa: F401 - older config files
 from pconv_jax.masks import MaskSource
 from pconv_jax.model import PConvUNet, UNetConfig
-from pconv_jax.optim import (
-    create_average,
-    ema_decay,
-    in_phase_two,
-    learning_rate,
-    optimizer_transform,
-    update_average,
-)
 from pconv_jax.paths import OverlapError, check_outputs, probe_writable
 from pconv_jax.run_utils import (
     DevicePrefetch,
@@ -125,9 +117,9 @@ def create_train_state(config: ml_collections.ConfigDict) -> TrainState:
     log_zero_terms = bool(config.loss.get("log_zero_terms", False))
     model = PConvUNet(model_cfg, rngs=nnx.Rngs(config.seed))
     model.train()
-    optimizer = nnx.Optimizer(model, optimizer_transform(config), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, optim.optimizer_transform(config), wrt=nnx.Param)
     state = TrainState(model, optimizer, weights, log_zero_terms=log_zero_terms,
-                       average=create_average(model, ema_decay(config)))
+                       average=optim.create_average(model, optim.ema_decay(config)))
     if losses.needs_vgg(weights, log_zero_terms):
         state.vgg_graphdef, state.vgg_state = nnx.split(load_vgg(config))
     return state
@@ -185,7 +177,7 @@ def make_train_step(graphdef, vgg_graphdef, weights: losses.LossWeights,
         step = optimizer.step[...] + 1  # this step's number
         optimizer.update(model, grads)
         if average:
-            update_average(average[0], model, step)
+            optim.update_average(average[0], model, step)
         record = accumulate(record, {"loss": loss, **terms}, step)
         return nnx.state((model, optimizer, *average)), record
 
@@ -316,7 +308,7 @@ def restore(run: Run, state: TrainState, checkpointer: ckpt.Checkpointer) -> tup
     arrays = jax.device_put(state.arrays(), run.replicated)
     # an average kept or not changes what the checkpoint holds: resuming needs the same one
     restored = checkpointer.restore(ckpt.abstract(arrays), check_meta={
-        **meta, "optim.ema_decay": ema_decay(run.config)}, delete_unreadable=True)
+        **meta, "optim.ema_decay": optim.ema_decay(run.config)}, delete_unreadable=True)
     start_step, data_state = 0, None
     if restored is not None:
         start_step, arrays, data_state, _ = restored
@@ -324,7 +316,7 @@ def restore(run: Run, state: TrainState, checkpointer: ckpt.Checkpointer) -> tup
     elif run.config.train.get("init_from"):
         init_from(run.config.train.init_from, state.model, meta)
         if state.average is not None:  # the average starts at the weights it starts from
-            state.average = create_average(state.model, ema_decay(run.config))
+            state.average = optim.create_average(state.model, optim.ema_decay(run.config))
         arrays = jax.device_put(state.arrays(), run.replicated)
     nnx.update(state.objects(), arrays)
     return start_step, data_state
@@ -436,7 +428,7 @@ class Loop:
         self.step = start_step
         self.last_saved = start_step if start_step else None
         self.metrics: dict = {}
-        self.schedule = learning_rate(self.config)
+        self.schedule = optim.learning_rate(self.config)
         self.log = MetricsLog(run.workdir, start_step, enabled=run.is_chief)
         self.progress = Progress(self.config.train.steps, start_step, enabled=run.is_chief)
         self.arrays = state.arrays()
@@ -450,7 +442,7 @@ class Loop:
 
     def _compiled(self):
         """(step, predict) for the current phase: encoder BatchNorm frozen in phase 2."""
-        phase_two = in_phase_two(self.config, self.step)
+        phase_two = optim.in_phase_two(self.config, self.step)
         if phase_two not in self.compiled:
             self.state.model.freeze_encoder_batchnorm(phase_two)
             self.compiled[phase_two] = (train_step_fn(self.state, self.run.mesh),
@@ -503,7 +495,7 @@ class Loop:
                         "lr": float(self.schedule(self.step - 1)),
                         "images_per_s": self.images_since / (now - self.tick),
                         "wall_s": round(now - self.start, 3),
-                        "phase": 2 if in_phase_two(self.config, self.step - 1) else 1}
+                        "phase": 2 if optim.in_phase_two(self.config, self.step - 1) else 1}
         self.tick, self.images_since, self.record = now, 0, self._fresh_record()
         self.log.write(self.metrics)
 
@@ -526,7 +518,7 @@ class Loop:
         model_cfg = self.state.model.config
         meta = {**model_cfg.output_settings(), **model_meta(model_cfg), "step": self.step,
                 "seed": self.config.seed, "batch_size": self.run.global_batch,
-                "optim.ema_decay": ema_decay(self.config)}
+                "optim.ema_decay": optim.ema_decay(self.config)}
         self.checkpointer.save(self.step, self.arrays, self.data.prefetch.state(), meta)
         self.last_saved = self.step
 
